@@ -68,8 +68,8 @@ MODELS = {'linear': (init_linear, linear1), 'simple_net': (init_simple_net, simp
 DEFAULT_LR = 5.0
 
 def train_digits(digits=(5, 4), model: str = 'linear', method: str = 'sgd', epochs: int | None = None,
-                 bs: int = 256, lr: float = DEFAULT_LR, seed: int = 42, std: float = INIT_STD) -> dict:
-    "Train `model` on two `digits` (label 1, label 0) with `method` 'gd' or 'sgd'; report the validation accuracy"
+                 bs: int = 256, lr: float = DEFAULT_LR, seed: int = 42, std: float = INIT_STD, sgd=train_sgd) -> dict:
+    "Train `model` on two `digits` (label 1, label 0) with `method` 'gd' or 'sgd' (run by `sgd`); report the validation accuracy"
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
     if model not in MODELS: raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
     if method not in ('gd', 'sgd'): raise ValueError(f"method must be 'gd' or 'sgd', got {method!r}")
@@ -83,6 +83,6 @@ def train_digits(digits=(5, 4), model: str = 'linear', method: str = 'sgd', epoc
     set_seed(seed)
     params = [p.to(device).detach().requires_grad_() for p in init(std=std)]
     if method == 'gd': h = train_gd(f, params, x, y, lr=lr, epochs=epochs, valid=valid)
-    else:              h = train_sgd(f, params, x, y, lr=lr, epochs=epochs, bs=bs, valid=valid)
+    else:              h = sgd(f, params, x, y, lr=lr, epochs=epochs, bs=bs, valid=valid)
     return dict(digits=list(digits), model=model, method=method, epochs=epochs, bs=len(x) if method == 'gd' else bs,
                 lr=lr, seed=seed, seconds=round(h['seconds'][-1], 4), valid_accuracy=round(h['valid_acc'][-1], 4))

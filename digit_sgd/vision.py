@@ -24,11 +24,12 @@ import fastai.callback.progress, fastai.callback.schedule   # the progress bar, 
 from .classifier import _check_lr
 
 # %% auto #0
-__all__ = ['mnist_subset', 'load_model', 'to_mnist_image', 'predict_digits', 'predict_digit', 'fit_digits', 'predict_files']
+__all__ = ['subset_indices', 'mnist_subset', 'load_model', 'to_mnist_image', 'predict_digits', 'predict_digit', 'fit_digits',
+           'predict_files']
 
 # %% ../nbs/05_vision_learner.ipynb #c23365fd
-def mnist_subset(n_per_digit: int = 30, seed: int = 42, dest=None, n_valid: int | None = None) -> Path:
-    "A folder laid out like `mnist_png`, with `n_per_digit` random images of each digit (`n_valid` in `testing`)"
+def subset_indices(n_per_digit: int, n_valid: int | None = None, seed: int = 42) -> dict:
+    "Per split, per digit, the sorted positions (in file-name order) of `n_per_digit` seeded random images (`n_valid` in `testing`)"
     n_valid = n_per_digit if n_valid is None else n_valid
     for split, n in (('training', n_per_digit), ('testing', n_valid)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -36,18 +37,24 @@ def mnist_subset(n_per_digit: int = 30, seed: int = 42, dest=None, n_valid: int 
         if n > min(MNIST_COUNTS[split]):
             raise ValueError(f"MNIST {split} has only {min(MNIST_COUNTS[split])} images of its rarest digit, "
                              f"asked for {n} per digit")
+    rng = random.Random(seed)
+    return {split: [sorted(rng.sample(range(MNIST_COUNTS[split][d]), n)) for d in range(10)]
+            for split, n in (('training', n_per_digit), ('testing', n_valid))}
+
+def mnist_subset(n_per_digit: int = 30, seed: int = 42, dest=None, n_valid: int | None = None) -> Path:
+    "A folder laid out like `mnist_png`, with `n_per_digit` random images of each digit (`n_valid` in `testing`)"
+    idx = subset_indices(n_per_digit, n_valid, seed)
     src = mnist_path()
     dest = Path(tempfile.mkdtemp(prefix='mnist_subset_')) if dest is None else Path(dest)
     if dest.exists() and any(dest.iterdir()): raise ValueError(f"{dest} is not empty")
-    rng = random.Random(seed)
-    for split, n in (('training', n_per_digit), ('testing', n_valid)):
+    for split, positions in idx.items():
         for d in range(10):
             folder, out = src/split/str(d), dest/split/str(d)
             out.mkdir(parents=True, exist_ok=True)
             names = sorted(e.name for e in os.scandir(folder) if e.name.endswith('.png'))
-            for name in rng.sample(names, n):
-                try: os.symlink(folder/name, out/name)
-                except OSError: shutil.copyfile(folder/name, out/name)    # no symlinks here: copy
+            for i in positions[d]:
+                try: os.symlink(folder/names[i], out/names[i])
+                except OSError: shutil.copyfile(folder/names[i], out/names[i])    # no symlinks here: copy
     return dest
 
 # %% ../nbs/05_vision_learner.ipynb #253726e0
