@@ -20,8 +20,6 @@ def cmd_data(args) -> int:
     for s in SPLITS: print(f"{s:<9}" + ''.join(f"{n:>6}" for n in counts[s]) + f"{sum(counts[s]):>8,}")
     return 0
 
-
-
 # %% ../nbs/90_cli.ipynb #3aa61e4e
 def cmd_train(args) -> int:
     "`digit-sgd train`: train on two digits with GD or SGD and print the validation accuracy"
@@ -38,8 +36,6 @@ def cmd_train(args) -> int:
     print(f"training time {r['seconds']:.2f} s, validation accuracy {r['valid_accuracy']:.4f}")
     if args.json: print(json.dumps(r))
     return 0
-
-
 
 # %% ../nbs/90_cli.ipynb #460e009e
 def cmd_compare(args) -> int:
@@ -64,8 +60,6 @@ def cmd_compare(args) -> int:
     if args.json: print(json.dumps([{k: v for k, v in r.items() if k != 'history'} for r in rows]))
     return 0
 
-
-
 # %% ../nbs/90_cli.ipynb #7b04de26
 def cmd_fit(args) -> int:
     "`digit-sgd fit`: train the resnet18 recipe on the ten digits and export the model to `--out`"
@@ -81,8 +75,6 @@ def cmd_predict(args) -> int:
     from digit_sgd.vision import predict_files
     for f, digit, prob in predict_files(args.images, args.model): print(f"{f}: {digit} ({prob:.1%})")
     return 0
-
-
 
 # %% ../nbs/90_cli.ipynb #4164dbe4
 def build_parser() -> argparse.ArgumentParser:
@@ -134,8 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument('--model', required=True, help='a model saved by `digit-sgd fit` (a pickle: trusted files only)')
     q.set_defaults(func=cmd_predict)
     return p
-
-
 
 # %% ../nbs/90_cli.ipynb #7466cfe0
 def main(argv: list[str] | None = None) -> int:

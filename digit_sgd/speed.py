@@ -4,7 +4,8 @@
 
 # %% ../nbs/06_speed.ipynb #1816f686
 from __future__ import annotations
-import math, time
+import functools, itertools, math, time
+from functools import partial
 from pathlib import Path
 from .data import MNIST_COUNTS, load_pair, load_digits
 from .vision import subset_indices
@@ -12,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
-from fastai.torch_core import set_seed, default_device
+from fastcore.foundation import L
+from fastai.torch_core import set_seed, default_device, norm_bias_params
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.metrics import accuracy as fastai_accuracy
-from fastai.optimizer import SGD
+from fastai.optimizer import SGD, OptimWrapper
 from fastai.vision.learner import vision_learner
 from torchvision.models import resnet18
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
@@ -28,8 +30,8 @@ from .sgd import DEFAULT_LR, sgd_loader, train_epoch, train_sgd
 # %% auto #0
 __all__ = ['PHASES', 'MNIST_STATS', 'VISION_BS', 'VISION_LR', 'sync', 'memory_bandwidth', 'PhaseClock', 'profile_sgd',
            'PhaseTimer', 'linear_module', 'TensorPairs', 'FastLoader', 'train_sgd_fast', 'compare', 'format_table',
-           'plot_compare', 'digit_images', 'tensor_dls', 'fast_bf16', 'Autocast', 'fast_vision_learner',
-           'fit_digits_fast']
+           'plot_compare', 'digit_images', 'tensor_dls', 'fast_bf16', 'Autocast', 'tap_selector', 'SmallMapConv2d',
+           'small_map_convs', 'fused_adam', 'fast_vision_learner', 'fit_digits_fast']
 
 # %% ../nbs/06_speed.ipynb #a5f95f08
 def sync(device=None) -> None:
@@ -318,7 +320,7 @@ def plot_compare(rows, out='compare.png', title: str | None = None):
 
 # %% ../nbs/06_speed.ipynb #81af7cc1
 MNIST_STATS = (0.1307, 0.3081)      # mean and standard deviation of MNIST's training pixels, in [0, 1]
-VISION_BS, VISION_LR = 256, 1e-2    # batch size and one-cycle learning rate for the tensor path (measured below)
+VISION_BS, VISION_LR = 512, 1e-2    # batch size and one-cycle learning rate for the tensor path (measured below)
 
 def digit_images(split: str = 'training', idx: list | None = None) -> tuple:
     "All ten digits of `split` from the tensor cache, or positions `idx[d]` of each digit `d`: normalised `[N, 1, 28, 28]` and labels `[N]`"
@@ -366,13 +368,68 @@ class Autocast(Callback):
     def _exit(self):
         if getattr(self, 'ctx', None) is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
-def fast_vision_learner(dls: DataLoaders, channels_last: bool = True, precision: str = 'auto', **kwargs) -> Learner:
+# %% ../nbs/06_speed.ipynb #40a155af
+@functools.lru_cache(maxsize=None)
+def tap_selector(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple, device=None) -> tuple:
+    "0/1 tensor `S[a*w+b, i*wo+j, u*kw+v]`: does tap `(u, v)` connect input pixel `(a, b)` to output pixel `(i, j)`? With `(ho, wo)`"
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho, wo = (h + 2*ph - kh)//sh + 1, (w + 2*pw - kw)//sw + 1
+    if min(h, w, kh, kw, sh, sw, ho, wo) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"no output for a {h}x{w} map, kernel {kernel}, stride {stride}, padding {padding}")
+    S = torch.zeros(h*w, ho*wo, kh*kw)
+    for i, j, u, v in itertools.product(range(ho), range(wo), range(kh), range(kw)):
+        a, b = i*sh - ph + u, j*sw - pw + v
+        if 0 <= a < h and 0 <= b < w: S[a*w + b, i*wo + j, u*kw + v] = 1
+    return S.to(device), ho, wo
+
+class SmallMapConv2d(nn.Conv2d):
+    "`nn.Conv2d` that runs as one matrix product on maps with fewer pixels than the kernel has taps (the same function)"
+    def small(self, x: Tensor) -> bool:
+        "Does `x` take the matrix route? (fewer pixels than taps; plain zero padding, no groups, no dilation)"
+        return (x.shape[-2]*x.shape[-1] < self.kernel_size[0]*self.kernel_size[1] and self.groups == 1
+                and self.dilation == (1, 1) and self.padding_mode == 'zeros' and not isinstance(self.padding, str))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.small(x): return super().forward(x)
+        h, w = x.shape[-2:]
+        S, ho, wo = tap_selector(h, w, self.kernel_size, self.stride, self.padding, x.device)
+        M = torch.einsum('pqk,ock->cpoq', S.to(self.weight.dtype), self.weight.flatten(2))   # [C, h*w, O, ho*wo]
+        out = (x.reshape(len(x), -1) @ M.reshape(self.in_channels*h*w, -1)).view(len(x), self.out_channels, ho, wo)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+def small_map_convs(model: nn.Module) -> int:
+    "Make every plain `nn.Conv2d` of `model` a `SmallMapConv2d` in place (same weights); returns how many"
+    convs = [m for m in model.modules() if type(m) is nn.Conv2d]
+    for m in convs: m.__class__ = SmallMapConv2d
+    return len(convs)
+
+# %% ../nbs/06_speed.ipynb #291f29f8
+def fused_adam(params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
+               wd: float = 0.01, no_wd=()) -> OptimWrapper:
+    "fastai's `Adam` (decoupled weight decay, none on `no_wd`) as PyTorch's fused `AdamW`, for a `Learner`'s `opt_func`"
+    _check_lr(lr)
+    skip = {id(p) for p in no_wd}
+    groups = []
+    for g in L(params):
+        g = list(g) if isinstance(g, (list, tuple, L)) else [g]
+        groups += [dict(params=[p for p in g if id(p) not in skip], weight_decay=wd),
+                   dict(params=[p for p in g if id(p) in skip], weight_decay=0.)]
+    groups = [g for g in groups if g['params']]
+    if not groups: raise ValueError("no parameters to optimize")
+    fused = groups[0]['params'][0].device.type in ('cpu', 'cuda')
+    return OptimWrapper(opt=torch.optim.AdamW(groups, lr=lr, betas=(mom, sqr_mom), eps=eps, fused=fused))
+
+# %% ../nbs/06_speed.ipynb #5918f2d2
+def fast_vision_learner(dls: DataLoaders, channels_last: bool = True, precision: str = 'auto', small_maps: bool = True,
+                        fused: bool = True, **kwargs) -> Learner:
     "The seed's `vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)` for 1-channel tensors"
     if precision not in ('auto', 'bf16', 'fp32'):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     learn = vision_learner(dls, resnet18, pretrained=False, n_in=1, n_out=10, normalize=False,
                            loss_func=F.cross_entropy, metrics=fastai_accuracy, **kwargs)
     if channels_last: learn.model.to(memory_format=torch.channels_last)
+    if small_maps: small_map_convs(learn.model)
+    if fused: learn.opt_func = partial(fused_adam, no_wd=tuple(norm_bias_params(learn.model, True)))
     if precision == 'bf16' or (precision == 'auto' and fast_bf16(dls.device)): learn.add_cb(Autocast())
     return learn
 
