@@ -371,7 +371,7 @@ class Autocast(Callback):
 # %% ../nbs/06_speed.ipynb #40a155af
 @functools.lru_cache(maxsize=None)
 def tap_selector(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple, device=None) -> tuple:
-    "0/1 tensor `S[a*w+b, i*wo+j, u*kw+v]`: does tap `(u, v)` connect input pixel `(a, b)` to output pixel `(i, j)`? With `(ho, wo)`"
+    "`(S, (us, vs), ho, wo)`: slices `us`, `vs` of the kernel's taps that touch a pixel of an `h`x`w` map, and 0/1 `S[a*w+b, i*wo+j, t]`: does tap `t` of them connect input pixel `(a, b)` to output pixel `(i, j)`?"
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     ho, wo = (h + 2*ph - kh)//sh + 1, (w + 2*pw - kw)//sw + 1
     if min(h, w, kh, kw, sh, sw, ho, wo) < 1 or min(ph, pw) < 0:
@@ -380,7 +380,10 @@ def tap_selector(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple, d
     for i, j, u, v in itertools.product(range(ho), range(wo), range(kh), range(kw)):
         a, b = i*sh - ph + u, j*sw - pw + v
         if 0 <= a < h and 0 <= b < w: S[a*w + b, i*wo + j, u*kw + v] = 1
-    return S.to(device), ho, wo
+    used = S.sum((0, 1)).view(kh, kw) > 0                        # the taps that touch at least one pixel: a rectangle
+    rows, cols = used.any(1).nonzero().view(-1), used.any(0).nonzero().view(-1)
+    us, vs = slice(rows[0].item(), rows[-1].item() + 1), slice(cols[0].item(), cols[-1].item() + 1)
+    return S.view(h*w, ho*wo, kh, kw)[:, :, us, vs].reshape(h*w, ho*wo, -1).to(device), (us, vs), ho, wo
 
 class SmallMapConv2d(nn.Conv2d):
     "`nn.Conv2d` that runs as one matrix product on maps with fewer pixels than the kernel has taps (the same function)"
@@ -392,8 +395,9 @@ class SmallMapConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if not self.small(x): return super().forward(x)
         h, w = x.shape[-2:]
-        S, ho, wo = tap_selector(h, w, self.kernel_size, self.stride, self.padding, x.device)
-        M = torch.einsum('pqk,ock->cpoq', S.to(self.weight.dtype), self.weight.flatten(2))   # [C, h*w, O, ho*wo]
+        S, (us, vs), ho, wo = tap_selector(h, w, self.kernel_size, self.stride, self.padding, x.device)
+        W = self.weight[:, :, us, vs].flatten(2)                     # [O, C, taps]: only the taps that touch a pixel
+        M = torch.einsum('pqt,oct->cpoq', S.to(W.dtype), W)           # [C, h*w, O, ho*wo]
         out = (x.reshape(len(x), -1) @ M.reshape(self.in_channels*h*w, -1)).view(len(x), self.out_channels, ho, wo)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
