@@ -187,22 +187,21 @@ def _hand_epoch(w: Tensor, b: Tensor, x: Tensor, c: Tensor, idx: Tensor, lr: flo
                 clock: PhaseClock | None = None) -> Tensor:
     "One epoch of SGD for `linear1` + `mnist_loss` in rows `idx` of `x`; `c` is lr*g/bs; returns sum(g*s) as [1, 1]"
     cs = c.index_select(0, idx)                                          # this epoch's order of the labels
-    xbuf, ones, gsum, b2 = bufs['x'], bufs['ones'], bufs['gsum'].zero_(), b.view(1, 1)
+    xbuf, ones, sbuf, b2 = bufs['x'], bufs['ones'], bufs['s'], b.view(1, 1)
     for i in range(0, len(x), bs):
         j = idx[i:i+bs]
         m = len(j)
         xb = torch.index_select(x, 0, j, out=xbuf[:m])                 # gather this batch into the reused buffer
         cb = cs[i:i+bs] if m == bs else cs[i:i+bs]*(bs/m)                # a short last batch averages over m
         if clock: clock.lap('data')
-        s = torch.addmm(b, xb, w).sigmoid_()                             # sigmoid(xb@w + b)
-        gsum.addmm_(cb.T, s, alpha=m/lr)                                 # running sum of g*s, for the loss
+        s = torch.addmm(b, xb, w, out=sbuf[i:i+m]).sigmoid_()            # sigmoid(xb@w + b), kept for the loss
         if clock: clock.lap('forward')
         dz = torch.ops.aten.sigmoid_backward(cb, s)                      # lr * dL/dz = cb*s*(1-s)
         if clock: clock.lap('backward')
         w.addmm_(xb.T, dz, alpha=-1)                                     # w -= lr * xb.T @ dL/dz
         b2.addmm_(ones[:, :m], dz, alpha=-1)                             # b -= lr * sum(dL/dz)
         if clock: clock.lap('step')
-    return gsum
+    return torch.mm(cs.T, sbuf).mul_(bs/lr)                             # sum of g*s over the epoch: one product
 
 def _check_linear(params, n_in: int) -> None:
     w, b = params
@@ -226,7 +225,7 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
         w, b = params
         n_pos = y.sum().item()
         c = y*(-2*lr/bs) + lr/bs                                          # lr*g/bs: -lr/bs for label 1, lr/bs for 0
-        bufs = dict(x=x.new_empty(bs, x.shape[1]), ones=x.new_ones(1, bs), gsum=x.new_zeros(1, 1))
+        bufs = dict(x=x.new_empty(bs, x.shape[1]), ones=x.new_ones(1, bs), s=x.new_empty(len(x), 1))
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
     for epoch in range(1, epochs+1):
