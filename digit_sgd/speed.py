@@ -29,9 +29,9 @@ from .sgd import DEFAULT_LR, sgd_loader, train_epoch, train_sgd
 
 # %% auto #0
 __all__ = ['PHASES', 'MNIST_STATS', 'VISION_BS', 'VISION_LR', 'sync', 'memory_bandwidth', 'PhaseClock', 'profile_sgd',
-           'PhaseTimer', 'linear_module', 'TensorPairs', 'FastLoader', 'train_sgd_fast', 'compare', 'format_table',
-           'plot_compare', 'digit_images', 'tensor_dls', 'fast_bf16', 'Autocast', 'tap_selector', 'SmallMapConv2d',
-           'small_map_convs', 'fused_adam', 'fast_vision_learner', 'fit_digits_fast']
+           'PhaseTimer', 'linear_module', 'linear_learner', 'TensorPairs', 'FastLoader', 'train_sgd_fast', 'compare',
+           'format_table', 'plot_compare', 'digit_images', 'tensor_dls', 'fast_bf16', 'Autocast', 'tap_selector',
+           'SmallMapConv2d', 'small_map_convs', 'fused_adam', 'fast_vision_learner', 'fit_digits_fast']
 
 # %% ../nbs/06_speed.ipynb #a5f95f08
 def sync(device=None) -> None:
@@ -125,6 +125,13 @@ def linear_module(params) -> nn.Linear:
     m = nn.Linear(w.shape[0], 1).to(w.device)
     with torch.no_grad(): m.weight.copy_(w.T); m.bias.copy_(b)
     return m
+
+def linear_learner(dls: DataLoaders, params, lr: float = DEFAULT_LR, cbs=None) -> Learner:
+    "Chapter 4's `Learner` (fastai `SGD`, `mnist_loss`, `batch_accuracy`) on `linear_module(params)`, without a progress bar"
+    _check_lr(lr)
+    learn = Learner(dls, linear_module(params), opt_func=SGD, loss_func=mnist_loss, metrics=batch_accuracy, lr=lr, cbs=cbs)
+    learn.remove_cb(learn.progress)
+    return learn
 
 # %% ../nbs/06_speed.ipynb #6936d99d
 class TensorPairs(TensorDataset):
@@ -243,9 +250,8 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
 def _learner_run(dls, params, lr: float, epochs: int) -> dict:
     "Chapter 4's `Learner` from `params` for `epochs`: the history of training seconds and validation accuracy"
     timer = PhaseTimer()
-    learn = Learner(dls, linear_module(params), opt_func=SGD, loss_func=mnist_loss, metrics=batch_accuracy, lr=lr,
-                    cbs=timer)
-    with learn.no_bar(), learn.no_logging(): learn.fit(epochs)
+    learn = linear_learner(dls, params, lr, timer)
+    with learn.no_logging(): learn.fit(epochs)
     secs = torch.tensor(timer.epoch_secs).cumsum(0).tolist()
     return dict(epoch=list(range(1, epochs+1)), valid_acc=[float(v[2]) for v in learn.recorder.values],
                 seconds=secs)
