@@ -16,7 +16,7 @@ Figures (on `default_device()`: the GPU if there is one, else the CPU):
      the machine's memory bandwidth (copying a large tensor)                          target >= 10%
 """
 from __future__ import annotations
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, json, statistics, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
