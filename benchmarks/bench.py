@@ -5,18 +5,23 @@ pass per figure; `--json` also writes the results to benchmarks/out/.
 
     FASTAI_HOME=.fastai_home .venv/bin/python benchmarks/bench.py [--repeats 3] [--with-suite] [--json]
 
+Each comparison runs as pairs of fresh processes in alternating order (A B, B A, A B, ...), idle and then with one
+core kept busy by a bounded process of the benchmark's own (`digit_sgd.speed.busy_core`, stopped afterwards), and
+reports the median, min and max of each side and of the ratio within each pair.
+
 Figures (on `default_device()`: the GPU if there is one, else the CPU):
-  a. fast SGD path vs the seed's loop: 2 epochs at bs 256 on 4 vs 5        target >= 10x, accuracy >= 0.985
+  a. fast SGD path vs the seed's loop: 2 epochs at bs 256 on 4 vs 5, --pairs pairs (default 5)
+       idle: median >= 10x; one core busy: median >= 5x; never slower in any pair; accuracy >= 0.985
   b. fast vision path (chapter 6's `fast_vision_learner`: tensors, 1 channel, bs VISION_BS, bf16 where native,
      small-map convolutions, fused Adam) vs the seed's vision_learner recipe, one cycle on a subset
-     (--subset images per digit; both time their first call, validation included)   target >= 4x
+     (--subset images per digit; both time their first call, validation included), 3 pairs   target >= 4x
   c. loading the 4s and 5s from the tensor cache vs decoding their PNGs              target >= 30x
   d. (--with-suite) wall time of the whole notebook suite, `bash .ci/test`           target <= 300 s
   e. the fast SGD path's read rate (bytes of images per epoch / epoch time) against
      the machine's memory bandwidth (copying a large tensor)                          target >= 10%
 """
 from __future__ import annotations
-import argparse, json, statistics, subprocess, sys, time
+import argparse, contextlib, json, statistics, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,10 +129,26 @@ def repeat(name: str, *args, n: int) -> list:
 
 def med(rs, key='seconds') -> float: return statistics.median(r[key] for r in rs)
 
+def spread(rs, key='seconds', scale=1e3) -> str:
+    "median (min-max) of `key` over results `rs`, times `scale`"
+    v = [r[key]*scale for r in rs]
+    return f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})"
+
+def pairs(a: tuple, b: tuple, n: int, label: str) -> tuple:
+    "`n` pairs of fresh-process runs of pieces `a` and `b`, in alternating order (a b, b a, ...): two lists of results"
+    ra, rb = [], []
+    for i in range(n):
+        order = ((a, ra), (b, rb)) if i % 2 == 0 else ((b, rb), (a, ra))
+        for piece, res in order:
+            res.append(run_piece(*piece))
+            print(f"  {label}: {' '.join(map(str, piece))} #{len(res)}: {res[-1]['seconds']:.3f} s", file=sys.stderr, flush=True)
+    return ra, rb
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--repeats', type=int, default=3, help='fresh processes per timed piece (median is reported)')
-    ap.add_argument('--subset', type=int, default=1000, help='training images per digit for the vision figure')
+    ap.add_argument('--repeats', type=int, default=3, help='fresh processes per timed piece of figure c (median is reported)')
+    ap.add_argument('--pairs', type=int, default=5, help='pairs of fresh processes for figure a, each load (default 5)')
+    ap.add_argument('--subset', type=int, default=300, help='training images per digit for the vision figure (default 300)')
     ap.add_argument('--with-suite', action='store_true', help='also time the whole notebook suite (bash .ci/test)')
     ap.add_argument('--json', action='store_true', help='write the results to benchmarks/out/')
     ap.add_argument('--piece', nargs='+', help=argparse.SUPPRESS)
@@ -138,24 +159,36 @@ def main():
         args = [int(v) if v.isdigit() else v for v in args]
         print(json.dumps(PIECES[name](*args)))
         return
-    if a.repeats < 1 or a.subset < 103: ap.error("--repeats must be >= 1 and --subset >= 103 (two batches of VISION_BS)")
+    if a.repeats < 1 or a.pairs < 1 or a.subset < 103:
+        ap.error("--repeats and --pairs must be >= 1, and --subset >= 103 (two batches of VISION_BS)")
 
     t_start = time.perf_counter()
     rows, results = [], {}
-    print(f"running each piece {a.repeats} times, each in a fresh process...", file=sys.stderr)
-    seed, fast = repeat('sgd', 'seed', n=a.repeats), repeat('sgd', 'fast', n=a.repeats)
-    device = fast[0]['device']
-    ratio, acc = med(seed)/med(fast), min(r['accuracy'] for r in fast)
-    results['a'] = dict(seed=seed, fast=fast, ratio=ratio)
-    rows.append(('a. fast SGD vs seed loop (2 epochs, 4 vs 5)', '>= 10x, acc >= 0.985',
-                 f"{ratio:.1f}x ({med(seed)*1e3:.0f} vs {med(fast)*1e3:.1f} ms), acc {acc:.4f}",
-                 ratio >= 10 and acc >= 0.985))
+    from digit_sgd.speed import busy_core
+    print(f"running pieces in fresh processes, pairs in alternating order...", file=sys.stderr)
+    for load in ('idle', 'one core busy'):
+        with (busy_core(600) if load != 'idle' else contextlib.nullcontext()):
+            seed, fast = pairs(('sgd', 'seed'), ('sgd', 'fast'), a.pairs, load)
+        device = fast[0]['device']
+        ratios = [s['seconds']/f['seconds'] for s, f in zip(seed, fast)]
+        acc = min(r['accuracy'] for r in fast + seed)
+        target = 10 if load == 'idle' else 5
+        results[f'a, {load}'] = dict(seed=seed, fast=fast, ratios=ratios)
+        rows.append((f'a. fast SGD vs seed loop, {load} ({a.pairs} pairs)',
+                     f'median >= {target}x, every pair > 1x, acc >= 0.985',
+                     f"median {statistics.median(ratios):.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f}); "
+                     f"seed {spread(seed)} ms, fast {spread(fast)} ms; acc {acc:.4f}",
+                     statistics.median(ratios) >= target and min(ratios) > 1 and acc >= 0.985))
 
-    vs, vf = repeat('vision', 'seed', a.subset, n=a.repeats), repeat('vision', 'fast', a.subset, n=a.repeats)
-    ratio = med(vs, 'ms_per_image')/med(vf, 'ms_per_image')
-    results['b'] = dict(seed=vs, fast=vf, ratio=ratio)
-    rows.append((f'b. fast vision vs seed recipe ({10*a.subset} images, 1 cycle)', '>= 4x',
-                 f"{ratio:.1f}x ({med(vs, 'ms_per_image'):.1f} vs {med(vf, 'ms_per_image'):.1f} ms/image)", ratio >= 4))
+    for load in ('idle', 'one core busy'):
+        with (busy_core(1800) if load != 'idle' else contextlib.nullcontext()):
+            vs, vf = pairs(('vision', 'seed', a.subset), ('vision', 'fast', a.subset), 3, load)
+        ratios = [s['ms_per_image']/f['ms_per_image'] for s, f in zip(vs, vf)]
+        results[f'b, {load}'] = dict(seed=vs, fast=vf, ratios=ratios)
+        rows.append((f'b. fast vision vs seed recipe, {load} ({10*a.subset} images, 1 cycle, 3 pairs)', 'median >= 4x',
+                     f"median {statistics.median(ratios):.1f}x (min {min(ratios):.1f}, max {max(ratios):.1f}); "
+                     f"seed {spread(vs, 'ms_per_image', 1)} ms/image, fast {spread(vf, 'ms_per_image', 1)} ms/image",
+                     statistics.median(ratios) >= 4))
 
     dec, cache = repeat('load', 'decode', n=a.repeats), repeat('load', 'cache', n=a.repeats)
     ratio = med(dec)/med(cache)
@@ -179,9 +212,10 @@ def main():
                  f"{frac:.0%} ({mem['read_rate']/1e9:.1f} of {mem['bandwidth']/1e9:.1f} GB/s; "
                  f"{mem['epoch_seconds']*1e3:.1f} ms/epoch)", frac >= 0.10))
 
-    import platform, torch
-    head = (f"digit_sgd benchmark on {device} ({platform.processor() or platform.machine()}, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}); median of {a.repeats} fresh processes")
+    import torch
+    from digit_sgd.data import machine_info
+    head = (f"digit_sgd benchmark on {device}: {machine_info(device)}; torch {torch.__version__}; "
+            f"every piece in a fresh process")
     w = [max(len(str(r[i])) for r in rows + [('figure', 'target', 'measured', 'pass')]) for i in range(3)]
     print(head)
     print(f"{'figure':<{w[0]}}  {'target':<{w[1]}}  {'measured':<{w[2]}}  pass")

@@ -41,19 +41,20 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     "`digit-sgd compare`: GD, SGD and fastai's `Learner` on two digits: a table, and a plot saved to `--out`"
     from pathlib import Path
-    from digit_sgd.speed import compare, format_table, plot_compare
+    from digit_sgd.speed import compare, format_table, plot_compare, times_faster
     out = None if args.no_plot else Path(args.out).expanduser()
     if out is not None and not out.parent.is_dir(): raise FileNotFoundError(f"folder {out.parent} does not exist")
     rows = compare(tuple(args.digits), gd_epochs=args.gd_epochs, sgd_epochs=args.sgd_epochs, bs=args.bs, lr=args.lr,
-                   seed=args.seed, device=args.device)
+                   seed=args.seed, device=args.device, repeats=args.repeats)
     by = {r['method']: r for r in rows}
     gd, seed, fast = by['full-batch GD'], by["SGD, seed's DataLoader"], by['SGD, fast path']
     a, b = args.digits
-    print(f"linear model on {a}s (label 1) vs {b}s (label 0), lr {args.lr}, seed {args.seed}; "
-          "seconds of training, validation not counted")
+    print(f"linear model on {a}s (label 1) vs {b}s (label 0), lr {args.lr}, seed {args.seed}; seconds of training "
+          f"(validation not counted), median of {args.repeats} runs in turn")
+    print(f"on {rows[0]['machine']}")
     print(format_table(rows))
-    print(f"SGD, fast path: {seed['seconds']/fast['seconds']:.1f}x faster than on the seed's DataLoader, "
-          f"{gd['seconds']/fast['seconds']:.0f}x faster than full-batch GD")
+    print(f"SGD, fast path: {times_faster(seed['seconds'], fast['seconds'])} than on the seed's DataLoader, "
+          f"{times_faster(gd['seconds'], fast['seconds'])} than full-batch GD")
     if out is not None:
         plot_compare(rows, out=out)
         print(f"plot saved to {out}")
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--bs', type=int, default=256, help='batch size for SGD (default: 256)')
     c.add_argument('--lr', type=float, default=5.0, help='learning rate (default: 5.0)')
     c.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
+    c.add_argument('--repeats', type=int, default=3, metavar='N',
+                   help='run the methods in turn N times and report the median (default: 3)')
     c.add_argument('--device', default=None, help='cpu, cuda, ... (default: the GPU if there is one, else the CPU)')
     c.add_argument('--out', default='compare.png', help='where to save the plot (default: compare.png)')
     c.add_argument('--no-plot', action='store_true', help='print the table only')

@@ -15,7 +15,7 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
            'mnist_path', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits',
-           'pixel_table']
+           'pixel_table', 'cpu_model', 'machine_info']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
@@ -205,3 +205,28 @@ def pixel_table(img, rows=slice(4, 16), cols=slice(4, 20)):
     df = pd.DataFrame((img[rows, cols]*255).round().int().numpy(),
                       index=range(28)[rows], columns=range(28)[cols])
     return df.style.set_properties(**{'font-size': '7pt'}).background_gradient('Greys', vmin=0, vmax=255)
+
+# %% ../nbs/00_data.ipynb #9c316ef2
+def cpu_model() -> str:
+    "The CPU's model name, as the operating system reports it (Linux, macOS or Windows)"
+    import platform, subprocess
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    if platform.system() == 'Darwin':
+        try: return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
+                                   text=True, timeout=5).stdout.strip() or platform.machine()
+        except (OSError, subprocess.SubprocessError): pass
+    return platform.processor() or platform.machine() or 'unknown CPU'
+
+# %% ../nbs/00_data.ipynb #912632f1
+def machine_info(device=None) -> str:
+    "One line saying what a timing ran on: CPU model, cores, torch threads, CPU kernels, and the GPU if `device` is one"
+    import torch
+    cpu = (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+           f"{torch.backends.cpu.get_cpu_capability()} kernels")
+    d = torch.device(device) if device is not None else None
+    if d is not None and d.type == 'cuda': return f"{torch.cuda.get_device_name(d)} GPU; {cpu}"
+    if d is not None and d.type == 'mps': return f"Apple GPU (mps); {cpu}"
+    return f"{cpu}; no GPU used"

@@ -4,10 +4,10 @@
 
 # %% ../nbs/06_speed.ipynb #1816f686
 from __future__ import annotations
-import functools, itertools, math, time
+import contextlib, functools, itertools, math, statistics, subprocess, sys, time
 from functools import partial
 from pathlib import Path
-from .data import MNIST_COUNTS, load_pair, load_digits
+from .data import MNIST_COUNTS, load_pair, load_digits, machine_info
 from .vision import subset_indices
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,10 @@ from .sgd import DEFAULT_LR, sgd_loader, train_epoch, train_sgd
 
 # %% auto #0
 __all__ = ['PHASES', 'MNIST_STATS', 'VISION_BS', 'VISION_LR', 'sync', 'memory_bandwidth', 'PhaseClock', 'profile_sgd',
-           'PhaseTimer', 'linear_module', 'linear_learner', 'TensorPairs', 'FastLoader', 'train_sgd_fast', 'compare',
-           'format_table', 'plot_compare', 'digit_images', 'tensor_dls', 'fast_bf16', 'Autocast', 'tap_selector',
-           'SmallMapConv2d', 'small_map_convs', 'fused_adam', 'fast_vision_learner', 'fit_digits_fast']
+           'PhaseTimer', 'linear_module', 'linear_learner', 'TensorPairs', 'FastLoader', 'torch_threads',
+           'train_sgd_fast', 'busy_core', 'compare', 'format_table', 'times_faster', 'plot_compare', 'digit_images',
+           'tensor_dls', 'fast_bf16', 'Autocast', 'tap_selector', 'SmallMapConv2d', 'small_map_convs', 'fused_adam',
+           'fast_vision_learner', 'fit_digits_fast']
 
 # %% ../nbs/06_speed.ipynb #a5f95f08
 def sync(device=None) -> None:
@@ -189,6 +190,19 @@ class FastLoader:
     def __repr__(self) -> str:
         return f"FastLoader({self.n} items, bs={self.bs}, {len(self)} batches, shuffle={self.shuffle}, device={self.device})"
 
+# %% ../nbs/06_speed.ipynb #159faebd
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    "Run the block with `n` intra-op threads (`None`: leave them as they are), then put the old number back"
+    if n is None: yield; return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {n!r}")
+    old = torch.get_num_threads()
+    if n == old: yield; return
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
 # %% ../nbs/06_speed.ipynb #a885096e
 def _hand_epoch(w: Tensor, b: Tensor, x: Tensor, c: Tensor, idx: Tensor, lr: float, bs: int, bufs: dict,
                 clock: PhaseClock | None = None) -> Tensor:
@@ -217,8 +231,8 @@ def _check_linear(params, n_in: int) -> None:
 
 def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
                    valid: tuple | None = None, loss_func=mnist_loss, seed: int | None = None,
-                   grad: str = 'auto') -> dict:
-    "`train_sgd` without the overheads: `FastLoader` batches, and for `linear1` + `mnist_loss` a hand-derived gradient"
+                   grad: str = 'auto', threads: int | None = 1) -> dict:
+    "`train_sgd` without the overheads: `FastLoader` batches, for `linear1` + `mnist_loss` a hand-derived gradient, `threads` CPU threads"
     _check_lr(lr)
     if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
     if grad not in ('auto', 'hand', 'autograd'):
@@ -235,16 +249,28 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
         bufs = dict(x=x.new_empty(bs, x.shape[1]), ones=x.new_ones(1, bs), s=x.new_empty(len(x), 1))
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
-    for epoch in range(1, epochs+1):
-        sync(x.device); t0 = time.perf_counter()
-        if hand:
-            with torch.no_grad(): gsum = _hand_epoch(w, b, x, c, dl.order(), lr, bs, bufs)
-            loss = (n_pos + gsum.item())/len(x)                          # mean of 1-s (label 1) and s (label 0)
-        else: loss = train_epoch(model, params, dl, lr, loss_func)
-        sync(x.device); secs += time.perf_counter() - t0
-        hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
-        hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
+    with torch_threads(threads if x.device.type == 'cpu' else None):   # one thread: see above
+        for epoch in range(1, epochs+1):
+            sync(x.device); t0 = time.perf_counter()
+            if hand:
+                with torch.no_grad(): gsum = _hand_epoch(w, b, x, c, dl.order(), lr, bs, bufs)
+                loss = (n_pos + gsum.item())/len(x)                          # mean of 1-s (label 1) and s (label 0)
+            else: loss = train_epoch(model, params, dl, lr, loss_func)
+            sync(x.device); secs += time.perf_counter() - t0
+            hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
+            hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
     return hist
+
+# %% ../nbs/06_speed.ipynb #736d8e0c
+@contextlib.contextmanager
+def busy_core(seconds: float = 60.):
+    "Keep one core busy with a separate process for the block (stopped at the end, or after `seconds` at most)"
+    if not 0 < seconds <= 3600: raise ValueError(f"seconds must be in (0, 3600], got {seconds!r}")
+    p = subprocess.Popen([sys.executable, '-c', f"import time\nt = time.time() + {seconds}\nwhile time.time() < t: pass"])
+    try:
+        time.sleep(0.2)                                   # let it start spinning
+        yield p
+    finally: p.kill(); p.wait()
 
 # %% ../nbs/06_speed.ipynb #e7e40fef
 def _learner_run(dls, params, lr: float, epochs: int) -> dict:
@@ -257,11 +283,11 @@ def _learner_run(dls, params, lr: float, epochs: int) -> dict:
                 seconds=secs)
 
 def compare(digits=(5, 4), gd_epochs: int = 100, sgd_epochs: int = 2, bs: int = 256, lr: float = DEFAULT_LR,
-            seed: int = 42, device=None, warmup: bool = True) -> list:
-    "Train `linear1` on two `digits` with GD, SGD (seed's loader, fast path) and fastai's `Learner`: one row per method"
+            seed: int = 42, device=None, warmup: bool = True, repeats: int = 3) -> list:
+    "Train `linear1` on two `digits` with GD, SGD (seed's loader, fast path) and fastai's `Learner`, `repeats` times in turn: one row per method"
     digits = tuple(digits)
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
-    for n, what in ((gd_epochs, 'gd_epochs'), (sgd_epochs, 'sgd_epochs'), (bs, 'bs')):
+    for n, what in ((gd_epochs, 'gd_epochs'), (sgd_epochs, 'sgd_epochs'), (bs, 'bs'), (repeats, 'repeats')):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{what} must be a positive integer, got {n!r}")
     _check_lr(lr)
@@ -284,23 +310,38 @@ def compare(digits=(5, 4), gd_epochs: int = 100, sgd_epochs: int = 2, bs: int = 
          lambda x, y, e, v: _learner_run(learner_dls('fast', x, y, v), start(), lr, e))]
     if warmup:
         for _, _, _, run in methods: run(x[:4*bs], y[:4*bs], 1, (valid[0][:bs], valid[1][:bs]))
+    secs, hists = {name: [] for name, *_ in methods}, {}
+    for _ in range(repeats):                                             # in turn: a slow moment hits every method
+        for name, epochs, b, run in methods:
+            set_seed(seed)
+            hists[name] = h = run(x, y, epochs, valid)
+            secs[name].append(h['seconds'][-1])
     rows = []
     for name, epochs, b, run in methods:
-        set_seed(seed)
-        h = run(x, y, epochs, valid)
-        rows.append(dict(method=name, epochs=epochs, bs=b, seconds=h['seconds'][-1], valid_acc=h['valid_acc'][-1],
+        h, ts = hists[name], secs[name]
+        rows.append(dict(method=name, epochs=epochs, bs=b, seconds=statistics.median(ts), min=min(ts), max=max(ts),
+                         valid_acc=h['valid_acc'][-1], machine=machine_info(device),
                          history=dict(seconds=list(h['seconds']), valid_acc=list(h['valid_acc']))))
     return rows
 
 # %% ../nbs/06_speed.ipynb #b304a2bf
 def format_table(rows) -> str:
-    "`compare`'s rows as a text table: method, epochs, batch size, seconds, validation accuracy"
+    "`compare`'s rows as a text table: method, epochs, batch size, seconds (median, min-max), validation accuracy"
     if not rows: raise ValueError("no rows to format")
     w = max(len('method'), *(len(r['method']) for r in rows))
-    lines = [f"{'method':<{w}}  {'epochs':>6}  {'batch size':>10}  {'seconds':>8}  {'valid acc':>9}"]
-    lines += [f"{r['method']:<{w}}  {r['epochs']:>6}  {r['bs']:>10}  {r['seconds']:>8.3f}  {r['valid_acc']:>9.4f}"
-              for r in rows]
+    spread = lambda r: f"{r.get('min', r['seconds']):.3f}-{r.get('max', r['seconds']):.3f}"
+    lines = [f"{'method':<{w}}  {'epochs':>6}  {'batch':>6}  {'seconds':>7}  {'min-max':>11}  {'valid acc':>9}"]
+    lines += [f"{r['method']:<{w}}  {r['epochs']:>6}  {r['bs']:>6}  {r['seconds']:>7.3f}  {spread(r):>11}  "
+              f"{r['valid_acc']:>9.4f}" for r in rows]
     return '\n'.join(lines)
+
+def times_faster(slow: float, fast: float) -> str:
+    "How `fast` seconds compare with `slow` seconds, in words: '4.2x faster', or '2.1x slower' when `fast` is not"
+    if not (math.isfinite(slow) and math.isfinite(fast) and slow > 0 and fast > 0):
+        raise ValueError(f"times must be finite and positive, got {slow!r} and {fast!r}")
+    r = slow/fast
+    word, r = ('faster', r) if r >= 1 else ('slower', 1/r)
+    return f"{r:.0f}x {word}" if r >= 20 else f"{r:.1f}x {word}"
 
 def plot_compare(rows, out='compare.png', title: str | None = None):
     "Validation accuracy against training seconds for each of `compare`'s rows; saved as a PNG to `out` unless None"
@@ -349,16 +390,38 @@ def tensor_dls(bs: int = VISION_BS, n_per_digit: int | None = None, n_valid: int
     vx, vy = [t.to(device) for t in digit_images('testing', idx and idx['testing'])]
     return DataLoaders(FastLoader(tx, ty, bs, drop_last=True, seed=seed), FastLoader(vx, vy, 2*bs, shuffle=False))
 
-def fast_bf16(device=None) -> bool:
-    "Does `device` compute in `bfloat16` natively: a GPU that supports it, or a CPU with AVX512-BF16 or AMX?"
-    d = torch.device(default_device() if device is None else device)
+def _bf16_speedup(device: str, repeats: int = 5) -> float:
+    "Median time of a resnet-sized conv block's forward and backward in float32 over the same under bf16 autocast"
+    torch.manual_seed(0)      # a private generator would be tidier; this runs once per process and device
+    net = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                        nn.Conv2d(64, 64, 3, padding=1, bias=False)).to(device, memory_format=torch.channels_last)
+    xb = torch.randn(64, 64, 14, 14, device=device).to(memory_format=torch.channels_last)
+    def step(bf16: bool) -> float:
+        sync(device); t0 = time.perf_counter()
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16): out = net(xb).float()
+        out.square().mean().backward()
+        sync(device); return time.perf_counter() - t0
+    secs = {False: [], True: []}
+    for i in range(repeats + 1):
+        for bf16 in (False, True):
+            t = step(bf16)
+            if i: secs[bf16].append(t)                   # the first round is a warm-up
+    return statistics.median(secs[False])/statistics.median(secs[True])
+
+@functools.cache
+def _fast_bf16(device: str) -> bool:
+    d = torch.device(device)
     if d.type == 'cuda':
         try: return torch.cuda.is_bf16_supported(including_emulation=False)
         except TypeError: return torch.cuda.is_bf16_supported()
-    if d.type == 'cpu':
-        try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-        except AttributeError: return False
-    return False
+    if d.type != 'cpu': return False
+    try: native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError: native = False
+    return native and _bf16_speedup(device) > 1.1             # instructions are not enough: measure the kernels
+
+def fast_bf16(device=None) -> bool:
+    "Is `bfloat16` mixed precision faster on `device`? A GPU that supports it; a CPU where a measured conv block says so"
+    return _fast_bf16(str(torch.device(default_device() if device is None else device)))
 
 class Autocast(Callback):
     "Mixed precision on any device: the forward pass and the loss under `torch.autocast(device, dtype)`"
