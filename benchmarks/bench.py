@@ -15,7 +15,8 @@ Figures (on `default_device()`: the GPU if there is one, else the CPU):
   b. fast vision path (chapter 6's `fast_vision_learner`: tensors, 1 channel, bs VISION_BS, bf16 where native,
      small-map convolutions, fused Adam) vs the seed's vision_learner recipe, one cycle on a subset
      (--subset images per digit; both time their first call, validation included), 3 pairs   target >= 4x
-  c. loading the 4s and 5s from the tensor cache vs decoding their PNGs              target >= 30x
+  c. loading the 4s and 5s from the tensor cache vs decoding their PNGs              target >= 10x
+     (a warm load stats every PNG, so that an overwritten file is never served stale)
   d. (--with-suite) wall time of the whole notebook suite, `bash .ci/test`           target <= 300 s
   e. the fast SGD path's read rate (bytes of images per epoch / epoch time) against
      the machine's memory bandwidth (copying a large tensor)                          target >= 10%
@@ -193,8 +194,8 @@ def main():
     dec, cache = repeat('load', 'decode', n=a.repeats), repeat('load', 'cache', n=a.repeats)
     ratio = med(dec)/med(cache)
     results['c'] = dict(decode=dec, cache=cache, ratio=ratio)
-    rows.append(('c. tensor cache vs PNG decode (4s and 5s)', '>= 30x',
-                 f"{ratio:.0f}x ({med(dec):.2f} vs {med(cache):.3f} s)", ratio >= 30))
+    rows.append(('c. tensor cache vs PNG decode (4s and 5s, staleness check included)', '>= 10x',
+                 f"{ratio:.0f}x (decode {spread(dec, scale=1)} s, cache {spread(cache)} ms)", ratio >= 10))
 
     if a.with_suite:
         t0 = time.perf_counter()

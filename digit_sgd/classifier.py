@@ -8,18 +8,18 @@ import time
 import torch
 from torch import Tensor
 from .data import load_pair
-from .gd import gd_step
+from .gd import gd_step, check_lr, check_count, check_finite
 
 # %% auto #0
-__all__ = ['INIT_STD', 'init_params', 'init_linear', 'linear1', 'mnist_loss', 'batch_accuracy', 'accuracy', 'train_gd',
-           'init_simple_net', 'simple_net']
+__all__ = ['INIT_STD', 'init_params', 'init_linear', 'linear1', 'check_targets', 'mnist_loss', 'batch_accuracy', 'accuracy',
+           'train_gd', 'init_simple_net', 'simple_net']
 
 # %% ../nbs/02_digit_classifier.ipynb #3a4e5301
 INIT_STD = 0.01   # the library's default init scale; the seed's is 1.0
 
 def init_params(size, std: float = INIT_STD) -> Tensor:
     "Random parameters of shape `size`, normal with standard deviation `std`, that require a gradient"
-    if std <= 0: raise ValueError(f"std must be > 0, got {std}")
+    check_lr(std, 'std')                  # the same rule as a learning rate: a finite number > 0
     return (torch.randn(size)*std).requires_grad_()
 
 # %% ../nbs/02_digit_classifier.ipynb #6160b3ba
@@ -34,10 +34,19 @@ def init_linear(std: float = INIT_STD, n_in: int = 28*28) -> list:
 def linear1(xb: Tensor, params) -> Tensor:
     "The seed's linear model: `xb@weights + bias`, one score (logit) per row of `xb`"
     weights, bias = params
+    if weights.ndim != 2 or weights.shape[1] != 1 or bias.shape != (1,):
+        raise ValueError(f"linear1 gives one score per image: weights must be [n_in, 1] and bias [1], "
+                         f"got {list(weights.shape)} and {list(bias.shape)}")
     _check_x(xb, weights.shape[0])
     return xb@weights + bias
 
 # %% ../nbs/02_digit_classifier.ipynb #4b50c90d
+def check_targets(y: Tensor) -> Tensor:
+    "`y` if it holds only 0/1 labels (1 for one digit, 0 for the other), else a `ValueError`: what `mnist_loss` needs"
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError(f"mnist_loss needs 0/1 targets (1 for one digit, 0 for the other), got values {y.unique()[:5].tolist()}")
+    return y
+
 def mnist_loss(predictions: Tensor, targets: Tensor) -> Tensor:
     "The seed's loss: mean distance between `sigmoid(predictions)` and 0/1 `targets`"
     if predictions.shape != targets.shape:
@@ -53,8 +62,7 @@ def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
     return correct.float().mean()
 
 # %% ../nbs/02_digit_classifier.ipynb #2f23fd9c
-def _check_lr(lr: float) -> None:
-    if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
+_check_lr = check_lr          # chapter 1's check, under the name later chapters import
 
 def accuracy(model, params, x: Tensor, y: Tensor) -> float:
     "Validation accuracy of `model(x, params)` against 0/1 targets `y`, without tracking gradients"
@@ -62,10 +70,10 @@ def accuracy(model, params, x: Tensor, y: Tensor) -> float:
 
 def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid: tuple | None = None,
              loss_func=mnist_loss) -> dict:
-    "Full-batch gradient descent for `epochs` steps; returns the history: epoch, loss, valid_acc, seconds"
-    _check_lr(lr)
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    "Full-batch gradient descent for `epochs` steps; returns the history: epoch, loss, valid_acc, seconds; `DivergedError` if the loss blows up"
+    check_lr(lr); epochs = check_count(epochs, 'epochs')
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if loss_func is mnist_loss: check_targets(y)
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
     for epoch in range(1, epochs+1):
@@ -74,6 +82,7 @@ def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid:
         loss.backward()
         gd_step(params, lr)
         secs += time.perf_counter() - t0
+        check_finite(loss.item(), params, lr, f"epoch {epoch}")      # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss.item()); hist['seconds'].append(secs)
         hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
     return hist

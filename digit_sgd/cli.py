@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #7687590e
 from __future__ import annotations
-import argparse, json, sys
+import argparse, configparser, json, os, re, sys
 from .data import MNISTMissingError, SPLITS, mnist_path, mnist_counts
 
 # %% auto #0
@@ -38,12 +38,25 @@ def cmd_train(args) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #460e009e
+def _check_device(name: str) -> None:
+    "A clear `ValueError` for a device that is not a device, or not on this machine (before any data is loaded)"
+    if not re.fullmatch(r'cpu|cuda(:\d+)?|mps', name):
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps")
+    import torch
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this machine has no CUDA GPU that PyTorch can use (try --device cpu)")
+    if name.startswith('cuda:') and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA GPUs")
+    if name == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps': this machine has no Apple GPU that PyTorch can use (try --device cpu)")
+
 def cmd_compare(args) -> int:
     "`digit-sgd compare`: GD, SGD and fastai's `Learner` on two digits: a table, and a plot saved to `--out`"
     from pathlib import Path
     from digit_sgd.speed import compare, format_table, plot_compare, times_faster
     out = None if args.no_plot else Path(args.out).expanduser()
     if out is not None and not out.parent.is_dir(): raise FileNotFoundError(f"folder {out.parent} does not exist")
+    if args.device is not None: _check_device(args.device)
     rows = compare(tuple(args.digits), gd_epochs=args.gd_epochs, sgd_epochs=args.sgd_epochs, bs=args.bs, lr=args.lr,
                    seed=args.seed, device=args.device, repeats=args.repeats)
     by = {r['method']: r for r in rows}
@@ -64,6 +77,10 @@ def cmd_compare(args) -> int:
 # %% ../nbs/90_cli.ipynb #7b04de26
 def cmd_fit(args) -> int:
     "`digit-sgd fit`: train the resnet18 recipe on the ten digits and export the model to `--out`"
+    out = os.path.abspath(os.path.expanduser(args.out))
+    if os.path.isdir(out): raise ValueError(f"--out {args.out} is a folder: give a file name, such as model.pkl")
+    if not os.path.isdir(os.path.dirname(out)): raise FileNotFoundError(f"folder {os.path.dirname(out)} does not exist")
+    if not os.access(os.path.dirname(out), os.W_OK): raise PermissionError(f"cannot write to {os.path.dirname(out)}")
     from digit_sgd.vision import fit_digits
     r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
                    seed=args.seed, progress=not args.quiet)
@@ -135,6 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of `digit-sgd`: parse `argv`, run the subcommand, return the exit status"
     args = build_parser().parse_args(argv)
     try: return args.func(args)
-    except (MNISTMissingError, ValueError, OSError) as e:      # OSError: missing files, unreadable images
+    except (MNISTMissingError, ValueError, OSError, configparser.Error) as e:   # OSError: missing files, unreadable images
         print(f"digit-sgd {args.command}: {e}", file=sys.stderr)
         return 2

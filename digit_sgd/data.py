@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #dd3e13cd
 from __future__ import annotations
-import os, socket, time, warnings
+import hashlib, numbers, os, socket, time, warnings
 from pathlib import Path
 from fastcore.foundation import Config
 
@@ -14,8 +14,8 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
-           'mnist_path', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits',
-           'pixel_table', 'cpu_model', 'machine_info']
+           'mnist_path', 'cpu_model', 'machine_info', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair',
+           'load_digits', 'show_digits', 'pixel_table']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
@@ -95,25 +95,55 @@ def mnist_path(download: bool = True) -> Path:
         path = untar_data(URLs.MNIST)
     return check_mnist(path)
 
+# %% ../nbs/00_data.ipynb #9c316ef2
+def cpu_model() -> str:
+    "The CPU's model name, as the operating system reports it (Linux, macOS or Windows)"
+    import platform, subprocess
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    if platform.system() == 'Darwin':
+        try: return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
+                                   text=True, timeout=5).stdout.strip() or platform.machine()
+        except (OSError, subprocess.SubprocessError): pass
+    return platform.processor() or platform.machine() or 'unknown CPU'
+
+# %% ../nbs/00_data.ipynb #912632f1
+def machine_info(device=None) -> str:
+    "One line saying what a timing ran on: CPU model, cores, torch threads, CPU kernels, and the GPU if `device` is one"
+    import torch
+    cpu = (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+           f"{torch.backends.cpu.get_cpu_capability()} kernels")
+    d = torch.device(device) if device is not None else None
+    if d is not None and d.type == 'cuda': return f"{torch.cuda.get_device_name(d)} GPU; {cpu}"
+    if d is not None and d.type == 'mps': return f"Apple GPU (mps); {cpu}"
+    return f"{cpu}; no GPU used"
+
 # %% ../nbs/00_data.ipynb #41b0a205
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 def cache_dir() -> Path:
     "Folder of the tensor cache: `<fastai data>/digit_sgd_cache`"
     return fastai_data_dir()/'digit_sgd_cache'
 
 def _check_digit(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 9:
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 9:
         raise ValueError(f"digits must be integers 0-9, got {d!r}")
-    return d
+    return int(d)                       # numpy's integers too
 
 def _check_split(split: str) -> str:
     if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
 
 def _fingerprint(folder: Path) -> dict:
-    return dict(version=CACHE_VERSION, n=sum(e.name.endswith('.png') for e in os.scandir(folder)),
-                mtime_ns=folder.stat().st_mtime_ns)
+    "The number of PNGs in `folder` and a hash of every PNG's name, size and modification time"
+    h, n = hashlib.sha256(), 0
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        if e.name.endswith('.png'):
+            st = e.stat()
+            h.update(f"{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()); n += 1
+    return dict(version=CACHE_VERSION, n=n, listing=h.hexdigest())
 
 # %% ../nbs/00_data.ipynb #ca234f3e
 def decode_pngs(folder: Path):
@@ -153,7 +183,9 @@ def load_digit(digit: int, split: str = 'training', cache: bool = True):
     imgs = _read_cache(f, fp)
     if imgs is None:
         imgs = decode_pngs(folder)
-        _write_cache(f, imgs, fp)
+        try: _write_cache(f, imgs, fp)
+        except OSError as e:                # a read-only data folder: go on without a cache, and say so once
+            warnings.warn(f"could not write the tensor cache ({e}); decoding without it", stacklevel=2)
     return imgs.float().div_(255)          # in place: no second 4-byte-per-pixel copy
 
 # %% ../nbs/00_data.ipynb #a5d155da
@@ -205,28 +237,3 @@ def pixel_table(img, rows=slice(4, 16), cols=slice(4, 20)):
     df = pd.DataFrame((img[rows, cols]*255).round().int().numpy(),
                       index=range(28)[rows], columns=range(28)[cols])
     return df.style.set_properties(**{'font-size': '7pt'}).background_gradient('Greys', vmin=0, vmax=255)
-
-# %% ../nbs/00_data.ipynb #9c316ef2
-def cpu_model() -> str:
-    "The CPU's model name, as the operating system reports it (Linux, macOS or Windows)"
-    import platform, subprocess
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    if platform.system() == 'Darwin':
-        try: return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
-                                   text=True, timeout=5).stdout.strip() or platform.machine()
-        except (OSError, subprocess.SubprocessError): pass
-    return platform.processor() or platform.machine() or 'unknown CPU'
-
-# %% ../nbs/00_data.ipynb #912632f1
-def machine_info(device=None) -> str:
-    "One line saying what a timing ran on: CPU model, cores, torch threads, CPU kernels, and the GPU if `device` is one"
-    import torch
-    cpu = (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-           f"{torch.backends.cpu.get_cpu_capability()} kernels")
-    d = torch.device(device) if device is not None else None
-    if d is not None and d.type == 'cuda': return f"{torch.cuda.get_device_name(d)} GPU; {cpu}"
-    if d is not None and d.type == 'mps': return f"Apple GPU (mps); {cpu}"
-    return f"{cpu}; no GPU used"

@@ -4,12 +4,14 @@
 
 # %% ../nbs/01_gradient_descent.ipynb #afd11743
 from __future__ import annotations
+import math, numbers
 from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['quad', 'make_quadratic_data', 'mse', 'quad_grads_by_hand', 'finite_diff_grad', 'gd_step', 'gradient_descent', 'sine']
+__all__ = ['BLOWN_UP', 'quad', 'make_quadratic_data', 'mse', 'quad_grads_by_hand', 'finite_diff_grad', 'check_lr', 'check_count',
+           'DivergedError', 'check_finite', 'gd_step', 'gradient_descent', 'sine']
 
 # %% ../nbs/01_gradient_descent.ipynb #0276d419
 def quad(x: Tensor, params: Sequence) -> Tensor:
@@ -54,9 +56,35 @@ def finite_diff_grad(loss_fn: Callable[[Tensor], Tensor], params: Tensor, eps: f
     return torch.stack(grads)
 
 # %% ../nbs/01_gradient_descent.ipynb #e063e7e3
+def check_lr(lr: float, name: str = 'lr') -> float:
+    "`lr` as a float if it is a finite number > 0 (Python's or numpy's), else a `ValueError` that says so"
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
+    return float(lr)
+
+def check_count(n: int, name: str) -> int:
+    "`n` as an int if it is a positive integer (Python's or numpy's), else a `ValueError` naming `name`"
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+class DivergedError(ValueError):
+    "Training stopped because the loss or the parameters stopped being finite numbers"
+
+BLOWN_UP = 1e20       # no sensible parameter of these models is anywhere near this size
+
+def check_finite(loss: float, params: Sequence[Tensor], lr: float, where: str) -> None:
+    "Raise `DivergedError` if `loss` or any of `params` is not finite (or has blown up past `BLOWN_UP`)"
+    if not math.isfinite(loss): problem = f"the loss is {loss}"
+    else:
+        with torch.no_grad(): big = max((p.detach().abs().max().item() for p in params if p.numel()), default=0.)
+        if math.isfinite(big) and big <= BLOWN_UP: return
+        problem = f"the parameters have {'blown up to ' + format(big, '.3g') if math.isfinite(big) else 'become ' + str(big)}"
+    raise DivergedError(f"training diverged at {where}: {problem} (lr {lr:g}); try a smaller learning rate")
+
 def gd_step(params: Sequence[Tensor], lr: float) -> None:
     "One step of gradient descent: `p -= lr * p.grad` for every tensor in `params`, then clear the gradients"
-    if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
+    check_lr(lr)
     with torch.no_grad():
         for p in params:
             if p.grad is None: raise ValueError("a parameter has no gradient: call loss.backward() first")
@@ -64,11 +92,11 @@ def gd_step(params: Sequence[Tensor], lr: float) -> None:
             p.grad = None
 
 def gradient_descent(f: Callable, params: Sequence[Tensor], x: Tensor, y: Tensor, lr: float, steps: int,
-                     loss_fn: Callable = mse, record_every: int = 1) -> tuple[list[Tensor], list[float]]:
-    "Fit `f(x, params)` to `y` with `steps` steps of gradient descent; returns `(params, losses)`"
-    if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
-    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
-    if record_every < 1: raise ValueError(f"record_every must be >= 1, got {record_every}")
+                     loss_fn: Callable = mse, record_every: int = 1, stop_if_diverged: bool = True
+                     ) -> tuple[list[Tensor], list[float]]:
+    "Fit `f(x, params)` to `y` with `steps` steps of gradient descent; returns `(params, losses)`; stops with `DivergedError` if the loss blows up"
+    check_lr(lr)
+    steps, record_every = check_count(steps, 'steps'), check_count(record_every, 'record_every')
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
     params = [p.requires_grad_() for p in params]
     losses = []
@@ -76,7 +104,9 @@ def gradient_descent(f: Callable, params: Sequence[Tensor], x: Tensor, y: Tensor
         loss = loss_fn(f(x, params), y)
         loss.backward()
         gd_step(params, lr)
-        if i % record_every == 0: losses.append(loss.item())
+        l = loss.item()
+        if stop_if_diverged: check_finite(l, params, lr, f"step {i+1}")
+        if i % record_every == 0: losses.append(l)
     return params, losses
 
 # %% ../nbs/01_gradient_descent.ipynb #07149f86

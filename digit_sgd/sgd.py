@@ -10,9 +10,9 @@ from torch import Tensor
 from .data import load_pair
 from fastai.data.load import DataLoader
 from fastai.torch_core import set_seed, default_device
-from .gd import gd_step
+from .gd import gd_step, check_count, check_finite
 from .classifier import (INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss,
-                                  batch_accuracy, accuracy, train_gd, _check_lr)
+                                  batch_accuracy, accuracy, train_gd, _check_lr, check_targets)
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_LR', 'train_epoch', 'validate_epoch', 'sgd_loader', 'train_sgd', 'train_digits']
@@ -43,15 +43,15 @@ def validate_epoch(model, params, valid_dl) -> float:
 # %% ../nbs/03_sgd.ipynb #dd25a8cd
 def sgd_loader(x: Tensor, y: Tensor, bs: int, shuffle: bool = True) -> DataLoader:
     "The seed's loader: `DataLoader(list(zip(x, y)), batch_size=bs, shuffle=shuffle)`"
-    if bs < 1: raise ValueError(f"batch size must be >= 1, got {bs}")
+    bs = check_count(bs, 'batch size')
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
     return DataLoader(list(zip(x, y)), batch_size=bs, shuffle=shuffle)
 
 def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
               valid: tuple | None = None, loss_func=mnist_loss) -> dict:
     "SGD with mini-batches of `bs` for `epochs`; returns the history: epoch, loss, valid_acc, seconds"
-    _check_lr(lr)
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    _check_lr(lr); epochs = check_count(epochs, 'epochs')
+    if loss_func is mnist_loss: check_targets(y)
     dl = sgd_loader(x, y, bs)
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
@@ -59,6 +59,7 @@ def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: i
         t0 = time.perf_counter()
         loss = train_epoch(model, params, dl, lr, loss_func)
         secs += time.perf_counter() - t0
+        check_finite(loss, params, lr, f"epoch {epoch}")              # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
         hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
     return hist
@@ -73,9 +74,8 @@ def train_digits(digits=(5, 4), model: str = 'linear', method: str = 'sgd', epoc
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
     if model not in MODELS: raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
     if method not in ('gd', 'sgd'): raise ValueError(f"method must be 'gd' or 'sgd', got {method!r}")
-    if epochs is None: epochs = 100 if method == 'gd' else 2
-    if bs < 1: raise ValueError(f"batch size must be >= 1, got {bs}")
-    _check_lr(lr)
+    epochs = check_count((100 if method == 'gd' else 2) if epochs is None else epochs, 'epochs')
+    bs = check_count(bs, 'batch size'); _check_lr(lr)
     device = default_device()
     x, y = [t.to(device) for t in load_pair(*digits)]
     valid = tuple(t.to(device) for t in load_pair(*digits, split='testing'))

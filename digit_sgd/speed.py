@@ -23,8 +23,8 @@ from fastai.optimizer import SGD, OptimWrapper
 from fastai.vision.learner import vision_learner
 from torchvision.models import resnet18
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
-from .gd import gd_step
-from .classifier import init_linear, linear1, mnist_loss, batch_accuracy, accuracy, train_gd, _check_lr
+from .gd import gd_step, check_count, check_finite
+from .classifier import init_linear, linear1, mnist_loss, batch_accuracy, accuracy, train_gd, _check_lr, check_targets
 from .sgd import DEFAULT_LR, sgd_loader, train_epoch, train_sgd
 
 # %% auto #0
@@ -233,8 +233,10 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
                    valid: tuple | None = None, loss_func=mnist_loss, seed: int | None = None,
                    grad: str = 'auto', threads: int | None = 1) -> dict:
     "`train_sgd` without the overheads: `FastLoader` batches, for `linear1` + `mnist_loss` a hand-derived gradient, `threads` CPU threads"
-    _check_lr(lr)
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    _check_lr(lr); epochs = check_count(epochs, 'epochs'); bs = check_count(bs, 'batch size')
+    if x.ndim != 2 or len(x) == 0: raise ValueError(f"x must be a non-empty batch of rows [N, n_in], got {list(x.shape)}")
+    if y.shape != (len(x), 1): raise ValueError(f"y must be [N, 1] with N = {len(x)} rows of x, got {list(y.shape)}")
+    if loss_func is mnist_loss: check_targets(y)
     if grad not in ('auto', 'hand', 'autograd'):
         raise ValueError(f"grad must be 'auto', 'hand' or 'autograd', got {grad!r}")
     dl = FastLoader(x, y, bs, seed=seed)
@@ -246,7 +248,8 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
         w, b = params
         n_pos = y.sum().item()
         c = y*(-2*lr/bs) + lr/bs                                          # lr*g/bs: -lr/bs for label 1, lr/bs for 0
-        bufs = dict(x=x.new_empty(bs, x.shape[1]), ones=x.new_ones(1, bs), s=x.new_empty(len(x), 1))
+        m = min(bs, len(x))                                               # no bigger buffer than the data
+        bufs = dict(x=x.new_empty(m, x.shape[1]), ones=x.new_ones(1, m), s=x.new_empty(len(x), 1))
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
     with torch_threads(threads if x.device.type == 'cpu' else None):   # one thread: see above
@@ -257,6 +260,7 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
                 loss = (n_pos + gsum.item())/len(x)                          # mean of 1-s (label 1) and s (label 0)
             else: loss = train_epoch(model, params, dl, lr, loss_func)
             sync(x.device); secs += time.perf_counter() - t0
+            check_finite(loss, params, lr, f"epoch {epoch}")          # one check per epoch: stop if it diverged
             hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
             hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
     return hist
@@ -278,6 +282,7 @@ def _learner_run(dls, params, lr: float, epochs: int) -> dict:
     timer = PhaseTimer()
     learn = linear_learner(dls, params, lr, timer)
     with learn.no_logging(): learn.fit(epochs)
+    check_finite(float(learn.recorder.values[-1][0]), params, lr, f"epoch {epochs} of fastai's Learner")
     secs = torch.tensor(timer.epoch_secs).cumsum(0).tolist()
     return dict(epoch=list(range(1, epochs+1)), valid_acc=[float(v[2]) for v in learn.recorder.values],
                 seconds=secs)
@@ -287,9 +292,8 @@ def compare(digits=(5, 4), gd_epochs: int = 100, sgd_epochs: int = 2, bs: int = 
     "Train `linear1` on two `digits` with GD, SGD (seed's loader, fast path) and fastai's `Learner`, `repeats` times in turn: one row per method"
     digits = tuple(digits)
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
-    for n, what in ((gd_epochs, 'gd_epochs'), (sgd_epochs, 'sgd_epochs'), (bs, 'bs'), (repeats, 'repeats')):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{what} must be a positive integer, got {n!r}")
+    gd_epochs, sgd_epochs, bs, repeats = (check_count(n, what) for n, what in
+        ((gd_epochs, 'gd_epochs'), (sgd_epochs, 'sgd_epochs'), (bs, 'bs'), (repeats, 'repeats')))
     _check_lr(lr)
     device = default_device() if device is None else torch.device(device)
     x, y = [t.to(device) for t in load_pair(*digits)]
