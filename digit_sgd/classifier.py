@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 import torch
 from torch import Tensor
-from .data import load_pair
-from .gd import gd_step, check_lr, check_count, check_finite
+from .data import load_pair, check_lr, check_count
+from .gd import gd_step, check_finite
 
 # %% auto #0
 __all__ = ['INIT_STD', 'init_params', 'init_linear', 'linear1', 'check_targets', 'mnist_loss', 'batch_accuracy', 'accuracy',
@@ -62,7 +62,7 @@ def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
     return correct.float().mean()
 
 # %% ../nbs/02_digit_classifier.ipynb #2f23fd9c
-_check_lr = check_lr          # chapter 1's check, under the name later chapters import
+_check_lr = check_lr          # chapter 0's check, under the name later chapters import
 
 def accuracy(model, params, x: Tensor, y: Tensor) -> float:
     "Validation accuracy of `model(x, params)` against 0/1 targets `y`, without tracking gradients"

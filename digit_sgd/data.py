@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #dd3e13cd
 from __future__ import annotations
-import hashlib, numbers, os, socket, time, warnings
+import hashlib, math, numbers, os, socket, time, warnings
 from pathlib import Path
 from fastcore.foundation import Config
 
@@ -14,8 +14,8 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
-           'mnist_path', 'cpu_model', 'machine_info', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair',
-           'load_digits', 'show_digits', 'pixel_table']
+           'mnist_path', 'cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'cache_dir',
+           'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits', 'pixel_table']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
@@ -120,17 +120,31 @@ def machine_info(device=None) -> str:
     if d is not None and d.type == 'mps': return f"Apple GPU (mps); {cpu}"
     return f"{cpu}; no GPU used"
 
+# %% ../nbs/00_data.ipynb #b7efe887
+def check_lr(lr: float, name: str = 'lr') -> float:
+    "`lr` as a float if it is a finite number > 0 (Python's or numpy's), else a `ValueError` that says so"
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
+    return float(lr)
+
+def check_count(n: int, name: str) -> int:
+    "`n` as an int if it is a positive integer (Python's or numpy's), else a `ValueError` naming `name`"
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+def check_digit(d: int) -> int:
+    "`d` as an int if it is an integer 0-9 (Python's or numpy's), else a `ValueError`"
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 9:
+        raise ValueError(f"digits must be integers 0-9, got {d!r}")
+    return int(d)
+
 # %% ../nbs/00_data.ipynb #41b0a205
 CACHE_VERSION = 2
 
 def cache_dir() -> Path:
     "Folder of the tensor cache: `<fastai data>/digit_sgd_cache`"
     return fastai_data_dir()/'digit_sgd_cache'
-
-def _check_digit(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 9:
-        raise ValueError(f"digits must be integers 0-9, got {d!r}")
-    return int(d)                       # numpy's integers too
 
 def _check_split(split: str) -> str:
     if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -146,12 +160,23 @@ def _fingerprint(folder: Path) -> dict:
     return dict(version=CACHE_VERSION, n=n, listing=h.hexdigest())
 
 # %% ../nbs/00_data.ipynb #ca234f3e
-def decode_pngs(folder: Path):
-    "All PNGs in `folder`, sorted by name, decoded into a `uint8` tensor `[N, 28, 28]`"
-    import numpy as np, torch
+def _decode_png(f: Path):
+    "One MNIST PNG as a `uint8` array `[28, 28]`; a `ValueError` naming the file if it is not one"
+    import numpy as np
     from PIL import Image
+    try:
+        with Image.open(f) as im:                  # reads the header only: the size is known before any pixel
+            if im.size != (28, 28): raise ValueError(f"{f} is {im.width}x{im.height} pixels; MNIST images are 28x28")
+            return np.asarray(im.convert('L'))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:   # not a PNG, truncated, ...
+        raise ValueError(f"cannot read {f}: {e}") from None
+
+def decode_pngs(folder: Path):
+    "All PNGs in `folder`, sorted by name, decoded into a `uint8` tensor `[N, 28, 28]`; errors name the bad file"
+    import numpy as np, torch
     files = sorted(Path(folder).glob('*.png'))
-    return torch.from_numpy(np.stack([np.asarray(Image.open(f).convert('L')) for f in files]))
+    if not files: return torch.zeros(0, 28, 28, dtype=torch.uint8)
+    return torch.from_numpy(np.stack([_decode_png(f) for f in files]))
 
 # %% ../nbs/00_data.ipynb #4422a974
 def _read_cache(f: Path, fp: dict):
@@ -176,7 +201,7 @@ def _write_cache(f: Path, images, fp: dict) -> None:
 # %% ../nbs/00_data.ipynb #4011b01c
 def load_digit(digit: int, split: str = 'training', cache: bool = True):
     "Images of `digit` in `split` as float32 `[N, 28, 28]` in [0, 1], sorted by file name (cached as uint8)"
-    _check_digit(digit); _check_split(split)
+    check_digit(digit); _check_split(split)
     folder = mnist_path()/split/str(digit)
     if not cache: return decode_pngs(folder).float().div_(255)
     f, fp = cache_dir()/f'{split}_{digit}.pt', _fingerprint(folder)
@@ -192,7 +217,7 @@ def load_digit(digit: int, split: str = 'training', cache: bool = True):
 def load_pair(pos: int = 5, neg: int = 4, split: str = 'training') -> tuple:
     "`x` float32 `[N, 784]` in [0, 1] and `y` float32 `[N, 1]`: 1 for digit `pos`, 0 for digit `neg`"
     import torch
-    _check_digit(pos); _check_digit(neg)
+    check_digit(pos); check_digit(neg)
     if pos == neg: raise ValueError(f"the two digits must differ, got {pos} and {neg}")
     a, b = load_digit(pos, split), load_digit(neg, split)
     x = torch.cat([a, b]).view(-1, 28*28)
@@ -203,7 +228,7 @@ def load_pair(pos: int = 5, neg: int = 4, split: str = 'training') -> tuple:
 def load_digits(digits=range(10), split: str = 'training') -> tuple:
     "`x` float32 `[N, 784]` in [0, 1] and `y` int64 `[N, 1]` holding the digit, for each digit in `digits`"
     import torch
-    digits = [_check_digit(d) for d in digits]
+    digits = [check_digit(d) for d in digits]
     if not digits or len(set(digits)) != len(digits): raise ValueError(f"need distinct digits, got {digits}")
     imgs = [load_digit(d, split) for d in digits]
     x = torch.cat(imgs).view(-1, 28*28)

@@ -8,10 +8,11 @@ import math, numbers
 from typing import Callable, Sequence
 import torch
 from torch import Tensor
+from .data import check_lr, check_count
 
 # %% auto #0
-__all__ = ['BLOWN_UP', 'quad', 'make_quadratic_data', 'mse', 'quad_grads_by_hand', 'finite_diff_grad', 'check_lr', 'check_count',
-           'DivergedError', 'check_finite', 'gd_step', 'gradient_descent', 'sine']
+__all__ = ['BLOWN_UP', 'quad', 'make_quadratic_data', 'mse', 'quad_grads_by_hand', 'finite_diff_grad', 'DivergedError',
+           'check_finite', 'gd_step', 'gradient_descent', 'sine']
 
 # %% ../nbs/01_gradient_descent.ipynb #0276d419
 def quad(x: Tensor, params: Sequence) -> Tensor:
@@ -56,18 +57,6 @@ def finite_diff_grad(loss_fn: Callable[[Tensor], Tensor], params: Tensor, eps: f
     return torch.stack(grads)
 
 # %% ../nbs/01_gradient_descent.ipynb #e063e7e3
-def check_lr(lr: float, name: str = 'lr') -> float:
-    "`lr` as a float if it is a finite number > 0 (Python's or numpy's), else a `ValueError` that says so"
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
-    return float(lr)
-
-def check_count(n: int, name: str) -> int:
-    "`n` as an int if it is a positive integer (Python's or numpy's), else a `ValueError` naming `name`"
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
-
 class DivergedError(ValueError):
     "Training stopped because the loss or the parameters stopped being finite numbers"
 

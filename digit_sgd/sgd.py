@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 import torch
 from torch import Tensor
-from .data import load_pair
+from .data import load_pair, check_count
 from fastai.data.load import DataLoader
 from fastai.torch_core import set_seed, default_device
-from .gd import gd_step, check_count, check_finite
+from .gd import gd_step, check_finite
 from .classifier import (INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss,
                                   batch_accuracy, accuracy, train_gd, _check_lr, check_targets)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, functools, itertools, math, statistics, subprocess, sys, time
 from functools import partial
 from pathlib import Path
-from .data import MNIST_COUNTS, load_pair, load_digits, machine_info
+from .data import MNIST_COUNTS, load_pair, load_digits, machine_info, check_count
 from .vision import subset_indices
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from fastai.optimizer import SGD, OptimWrapper
 from fastai.vision.learner import vision_learner
 from torchvision.models import resnet18
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
-from .gd import gd_step, check_count, check_finite
+from .gd import gd_step, check_finite
 from .classifier import init_linear, linear1, mnist_loss, batch_accuracy, accuracy, train_gd, _check_lr, check_targets
 from .sgd import DEFAULT_LR, sgd_loader, train_epoch, train_sgd
 
