@@ -5,7 +5,8 @@
 # %% ../nbs/90_cli.ipynb #7687590e
 from __future__ import annotations
 import argparse, configparser, json, os, re, sys
-from .data import MNISTMissingError, SPLITS, mnist_path, mnist_counts
+from .data import (MNISTMissingError, SPLITS, mnist_path, mnist_counts, check_lr, check_count, check_digit,
+                            check_out_file)
 
 # %% auto #0
 __all__ = ['cmd_data', 'cmd_train', 'cmd_compare', 'cmd_fit', 'cmd_predict', 'build_parser', 'main']
@@ -52,11 +53,9 @@ def _check_device(name: str) -> None:
 
 def cmd_compare(args) -> int:
     "`digit-sgd compare`: GD, SGD and fastai's `Learner` on two digits: a table, and a plot saved to `--out`"
-    from pathlib import Path
+    out = None if args.no_plot else check_out_file(args.out)
+    if args.device is not None: _check_device(args.device)       # a bad name fails before torch is imported
     from digit_sgd.speed import compare, format_table, plot_compare, times_faster
-    out = None if args.no_plot else Path(args.out).expanduser()
-    if out is not None and not out.parent.is_dir(): raise FileNotFoundError(f"folder {out.parent} does not exist")
-    if args.device is not None: _check_device(args.device)
     rows = compare(tuple(args.digits), gd_epochs=args.gd_epochs, sgd_epochs=args.sgd_epochs, bs=args.bs, lr=args.lr,
                    seed=args.seed, device=args.device, repeats=args.repeats)
     by = {r['method']: r for r in rows}
@@ -76,11 +75,8 @@ def cmd_compare(args) -> int:
 
 # %% ../nbs/90_cli.ipynb #7b04de26
 def cmd_fit(args) -> int:
-    "`digit-sgd fit`: train the resnet18 recipe on the ten digits and export the model to `--out`"
-    out = os.path.abspath(os.path.expanduser(args.out))
-    if os.path.isdir(out): raise ValueError(f"--out {args.out} is a folder: give a file name, such as model.pkl")
-    if not os.path.isdir(os.path.dirname(out)): raise FileNotFoundError(f"folder {os.path.dirname(out)} does not exist")
-    if not os.access(os.path.dirname(out), os.W_OK): raise PermissionError(f"cannot write to {os.path.dirname(out)}")
+    "`digit-sgd fit`: train the resnet18 recipe on the ten digits and save the model to `--out` (safetensors)"
+    check_out_file(args.out, '.safetensors')                   # before the training, not after it
     from digit_sgd.vision import fit_digits
     r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
                    seed=args.seed, progress=not args.quiet)
@@ -90,15 +86,32 @@ def cmd_fit(args) -> int:
 
 def cmd_predict(args) -> int:
     "`digit-sgd predict`: one line per image with the digit and its probability"
+    for f in args.images:                                     # the cheap checks, before torch and fastai load
+        if not os.path.exists(f): raise FileNotFoundError(f"no such image file: {f}")
+        if os.path.isdir(f): raise ValueError(f"not an image file: {f} is a folder")
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"no model file at {args.model}") if not os.path.exists(args.model) else \
+              ValueError(f"not a model file: {args.model} is a folder")
     from digit_sgd.vision import predict_files
-    for f, digit, prob in predict_files(args.images, args.model): print(f"{f}: {digit} ({prob:.1%})")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')                       # --unsafe-pickle: the one-line warning below instead
+        if args.unsafe_pickle: print(f"digit-sgd predict: warning: unpickling {args.model} can run any code in it; "
+                                     "use --unsafe-pickle only for files you trust", file=sys.stderr)
+        res = predict_files(args.images, args.model, unsafe_pickle=args.unsafe_pickle)
+    for f, digit, prob in res: print(f"{f}: {digit} ({prob:.1%})")
     return 0
 
 # %% ../nbs/90_cli.ipynb #4164dbe4
+class _Parser(argparse.ArgumentParser):
+    "argparse, with its mistakes in one line (and exit status 2) instead of the usage block and then the error"
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `digit-sgd` argument parser, one subcommand per job"
-    p = argparse.ArgumentParser(prog='digit-sgd', description='Gradient descent on MNIST digits, step by step.')
-    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    p = _Parser(prog='digit-sgd', description='Gradient descent on MNIST digits, step by step.')
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND', parser_class=_Parser)
     d = sub.add_parser('data', help='where MNIST is, with the image counts per split and digit')
     d.add_argument('--offline', action='store_true', help='never download; fail if MNIST is not already there')
     d.set_defaults(func=cmd_data)
@@ -133,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
     f = sub.add_parser('fit', help="train the seed's resnet18 recipe on all ten digits and save the model")
     f.add_argument('--epochs', type=int, default=1, help='default: 1')
-    f.add_argument('--out', default='model.pkl', help='where to save the model (default: model.pkl)')
+    f.add_argument('--out', default='model.safetensors',
+                   help='where to save the model: weights as safetensors, described in JSON (default: model.safetensors)')
     f.add_argument('--n-per-digit', type=int, default=None, metavar='N',
                    help='train on N random training images per digit (default: all 60,000 images)')
     f.add_argument('--bs', type=int, default=64, help='batch size (default: 64)')
@@ -143,15 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
     q = sub.add_parser('predict', help='the digit in each image, with its probability, from a saved model')
     q.add_argument('images', nargs='+', metavar='IMG', help='image files (PNG, JPEG, ...)')
-    q.add_argument('--model', required=True, help='a model saved by `digit-sgd fit` (a pickle: trusted files only)')
+    q.add_argument('--model', required=True, help='a model saved by `digit-sgd fit` (a .safetensors file)')
+    q.add_argument('--unsafe-pickle', action='store_true',
+                   help="also read a fastai Learner.export pickle; unpickling runs any code in it: trusted files only")
     q.set_defaults(func=cmd_predict)
     return p
 
 # %% ../nbs/90_cli.ipynb #7466cfe0
+def _check_args(args) -> None:
+    "The checks that need no torch (numbers and digits), so a bad call fails in a fraction of a second"
+    if getattr(args, 'lr', None) is not None: check_lr(args.lr)
+    for name in ('epochs', 'bs', 'gd_epochs', 'sgd_epochs', 'repeats', 'n_per_digit'):
+        if getattr(args, name, None) is not None: check_count(getattr(args, name), 'batch size' if name == 'bs' else name)
+    if getattr(args, 'digits', None) is not None:
+        a, b = (check_digit(d) for d in args.digits)
+        if a == b: raise ValueError(f"the two digits must differ, got {a} and {b}")
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `digit-sgd`: parse `argv`, run the subcommand, return the exit status"
     args = build_parser().parse_args(argv)
-    try: return args.func(args)
+    try:
+        _check_args(args)
+        return args.func(args)
     except (MNISTMissingError, ValueError, OSError, configparser.Error) as e:   # OSError: missing files, unreadable images
         print(f"digit-sgd {args.command}: {e}", file=sys.stderr)
         return 2

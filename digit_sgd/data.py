@@ -14,14 +14,18 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
-           'mnist_path', 'cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'cache_dir',
-           'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits', 'pixel_table']
+           'mnist_path', 'cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'check_out_file',
+           'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits', 'pixel_table']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
     "fastai's data folder (`$FASTAI_HOME/data` unless `config.ini` says otherwise), found without importing fastai"
-    cfg = Config(Path(os.getenv('FASTAI_HOME', '~/.fastai')), 'config.ini',
-                 create=dict(data='data', archive='archive', storage='tmp', model='models'))
+    import configparser
+    home = Path(os.getenv('FASTAI_HOME', '~/.fastai')).expanduser()
+    try: cfg = Config(home, 'config.ini', create=dict(data='data', archive='archive', storage='tmp', model='models'))
+    except configparser.Error as e:
+        raise ValueError(f"{home/'config.ini'} is not a valid config file ({str(e).splitlines()[0]}); fix it, or "
+                         f"delete it and fastai writes a new one") from None
     return cfg.path('data')
 
 # %% ../nbs/00_data.ipynb #c7ec80ac
@@ -138,6 +142,18 @@ def check_digit(d: int) -> int:
     if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 9:
         raise ValueError(f"digits must be integers 0-9, got {d!r}")
     return int(d)
+
+# %% ../nbs/00_data.ipynb #405fe80e
+def check_out_file(path, suffix: str | None = None) -> Path:
+    "`path` as an absolute `Path` if a file can be written there (ending in `suffix`, if given), else a clear error"
+    p = Path(os.path.expanduser(path)).absolute()
+    if suffix is not None and p.suffix != suffix:
+        raise ValueError(f"{path}: the file name must end in {suffix}, such as model{suffix}")
+    if p.is_dir(): raise ValueError(f"{path} is a folder: give a file name")
+    if not p.parent.is_dir(): raise FileNotFoundError(f"folder {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise PermissionError(f"cannot write to {p}")
+    return p
 
 # %% ../nbs/00_data.ipynb #41b0a205
 CACHE_VERSION = 2

@@ -1,0 +1,201 @@
+"""Issue #13's process-level cases: what a user's mistakes and a hostile or broken environment do to `digit-sgd` and
+the data cache, each run as a separate process, as a user would.
+
+Needs MNIST where fastai keeps it ($FASTAI_HOME/data/mnist_png). Every test works on its own throw-away
+FASTAI_HOME (MNIST linked in, never copied), so none touches the user's cache. Run: `.venv/bin/python -m pytest
+tests/test_reliability.py` (it is part of `bash .ci/test`).
+"""
+import builtins, json, os, pickle, shutil, subprocess, sys, time
+from pathlib import Path
+import pytest
+
+def _mnist() -> Path:
+    from digit_sgd.data import mnist_path, MNISTMissingError
+    try: return mnist_path(download=False)
+    except MNISTMissingError as e: pytest.skip(f"MNIST is not here: {str(e).splitlines()[0]}")
+
+
+def run(*args, env=None, timeout=600):
+    "`digit-sgd *args` in a new process: (exit status, stdout, stderr, seconds)"
+    cmd = [sys.executable, '-c', 'import sys; from digit_sgd.cli import main; sys.exit(main())', *map(str, args)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr, time.perf_counter() - t0
+
+
+def one_line_error(rc, err, expect):
+    assert rc == 2, (rc, err)
+    assert 'Traceback' not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert expect in err, err
+
+
+def linked_home(tmp: Path, replace: dict | None = None) -> Path:
+    """A FASTAI_HOME whose mnist_png links to the real one, folder by folder; `replace` maps 'split/digit' to a
+    function that fills a real folder (holding links to the real PNGs) with changes"""
+    src, home = _mnist(), tmp/'home'
+    for split in ('training', 'testing'):
+        for d in range(10):
+            dst = home/'data'/'mnist_png'/split/str(d)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            key = f'{split}/{d}'
+            if replace and key in replace:
+                dst.mkdir()
+                for f in os.scandir(src/split/str(d)): os.symlink(f.path, dst/f.name)
+                replace[key](dst)
+            else: os.symlink(src/split/str(d), dst)
+    return home
+
+
+# ---- model files that could run code ------------------------------------------------------------------------------
+
+class Payload:
+    "Unpickling it creates the file `target`: a harmless stand-in for what an attacker would run"
+    def __init__(self, target): self.target = str(target)
+    def __reduce__(self): return (builtins.open, (self.target, 'w'))
+
+
+def test_malicious_pickle_never_runs_by_default(tmp_path):
+    _mnist()
+    evil, marker = tmp_path/'model.pkl', tmp_path/'payload_ran'
+    evil.write_bytes(pickle.dumps(Payload(marker)))
+    img = next((_mnist()/'testing'/'3').iterdir())
+    rc, out, err, secs = run('predict', img, '--model', evil)
+    one_line_error(rc, err, '--unsafe-pickle')
+    assert not marker.exists(), "the default path unpickled the file"
+    # with the flag the user asked for it: a warning first, the payload runs, then a clean error
+    rc, out, err, secs = run('predict', img, '--model', evil, '--unsafe-pickle')
+    assert rc == 2 and 'Traceback' not in err and 'can run any code' in err and 'not a model saved' in err, err
+    assert marker.exists()
+
+
+@pytest.fixture(scope='module')
+def small_model(tmp_path_factory):
+    "`digit-sgd fit` on 10 images per digit: a real model file, made the way a user makes one"
+    _mnist()
+    out = tmp_path_factory.mktemp('model')/'m.safetensors'
+    rc, o, err, secs = run('fit', '--n-per-digit', 10, '--out', out, '--quiet')
+    assert rc == 0, err
+    return out
+
+
+def test_fit_then_predict_safetensors(small_model):
+    from safetensors import safe_open
+    with safe_open(small_model, 'pt') as f: meta = json.loads(f.metadata()['digit_sgd'])
+    assert meta['arch'] == 'resnet18' and meta['classes'] == list(range(10)) and meta['info']['n_train'] == 100
+    img = sorted((_mnist()/'testing'/'7').iterdir())[0]
+    rc, o, err, secs = run('predict', img, '--model', small_model)
+    assert rc == 0 and o.startswith(f"{img}: ") and o.strip().endswith('%)'), (o, err)
+
+
+# ---- the cache ----------------------------------------------------------------------------------------------------
+
+def _load_in_new_process(home: Path, code: str):
+    return subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'FASTAI_HOME': str(home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_build_the_cache_at_once(tmp_path):
+    home = linked_home(tmp_path)
+    code = ("from digit_sgd.data import load_digit; import hashlib; x = load_digit(4, 'testing'); "
+            "print(hashlib.sha256(x.numpy().tobytes()).hexdigest())")
+    procs = [_load_in_new_process(home, code) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for o, e in outs]
+    digests = {o.strip() for o, e in outs}
+    assert len(digests) == 1, digests                                # every process got the same pixels
+    cache = home/'data'/'digit_sgd_cache'
+    assert sorted(p.name for p in cache.iterdir()) == ['testing_4.pt']   # one complete file, no temporary left
+    p = _load_in_new_process(home, code)                             # and it reads back as the same pixels
+    o, e = p.communicate(timeout=300)
+    assert p.returncode == 0 and o.strip() in digests, e
+
+
+def test_unwritable_cache_decodes_and_warns_once(tmp_path):
+    home = linked_home(tmp_path)
+    if os.geteuid() == 0:         # root writes through chmod: block the cache folder with a file of its name
+        (home/'data'/'digit_sgd_cache').write_text('not a folder')
+    else: os.chmod(home/'data', 0o555)
+    code = ("import warnings; warnings.simplefilter('always'); from digit_sgd.data import load_digit; "
+            "a = load_digit(4, 'testing'); b = load_digit(4, 'testing'); print(len(a), len(b))")
+    p = _load_in_new_process(home, code)
+    o, e = p.communicate(timeout=300)
+    os.chmod(home/'data', 0o755)
+    assert p.returncode == 0 and o.strip() == '982 982', e
+    assert e.count('could not write the tensor cache') >= 1 and 'decoding without it' in e, e
+
+
+def test_wrong_size_png_in_a_digit_folder(tmp_path):
+    from PIL import Image
+    def one_big(folder):
+        f = sorted(folder.iterdir())[0]
+        f.unlink(); Image.new('L', (32, 32)).save(f)
+    home = linked_home(tmp_path, {'training/4': one_big})
+    rc, out, err, secs = run('train', '--digits', 5, 4, env={'FASTAI_HOME': str(home)})
+    one_line_error(rc, err, 'is 32x32 pixels; MNIST images are 28x28')
+    assert str(home/'data'/'mnist_png'/'training'/'4') in err                   # names the file
+
+
+def test_truncated_png_names_the_file(tmp_path):
+    def cut(folder):
+        f = sorted(folder.iterdir())[1]
+        data = f.read_bytes(); f.unlink(); f.write_bytes(data[:len(data)//2])
+    home = linked_home(tmp_path, {'training/5': cut})
+    rc, out, err, secs = run('train', '--digits', 5, 4, env={'FASTAI_HOME': str(home)})
+    one_line_error(rc, err, 'cannot read ')
+    assert sorted(os.listdir(home/'data'/'mnist_png'/'training'/'5'))[1] in err
+
+
+def test_invalid_config_ini(tmp_path):
+    (tmp_path/'config.ini').write_text('this is not [ini\n= at all')
+    rc, out, err, secs = run('data', '--offline', env={'FASTAI_HOME': str(tmp_path)})
+    one_line_error(rc, err, 'digit-sgd data: ')
+
+
+# ---- every mistake: one line, exit 2, and quickly when it is only a bad argument ---------------------------------
+
+FAST = [(['train', '--lr', 'inf'], 'lr must be a finite number > 0'),
+        (['train', '--lr', '0'], 'lr must be a finite number > 0'),
+        (['train', '--bs', '0'], 'batch size must be a positive integer'),
+        (['train', '--epochs', '1.5'], "invalid int value: '1.5'"),
+        (['train', '--digits', '4', '12'], 'digits must be integers 0-9'),
+        (['train', '--digits', '3', '3'], 'must differ'),
+        (['compare', '--device', 'bogus'], 'unknown device'),
+        (['compare', '--repeats', '0'], 'repeats must be a positive integer'),
+        (['fit', '--out', 'model.pkl'], 'must end in .safetensors'),
+        (['fit', '--out', '/no/such/folder/m.safetensors'], 'does not exist'),
+        (['fit', '--epochs', '0'], 'epochs must be a positive integer'),
+        (['predict', 'missing.png', '--model', 'm.safetensors'], 'no such image file'),
+        (['dta'], 'invalid choice'),
+        (['train', '--model', 'resnet'], 'invalid choice')]
+
+
+@pytest.mark.parametrize('args,expect', FAST, ids=[' '.join(a) for a, e in FAST])
+def test_bad_argument_fails_fast(args, expect, tmp_path):
+    rc, out, err, secs = run(*args)
+    one_line_error(rc, err, expect)
+    assert secs < 1.5, f"{secs:.2f} s: the check should run before torch is imported"
+
+
+def test_fit_out_folder_and_readonly(tmp_path):
+    rc, out, err, secs = run('fit', '--out', tmp_path)
+    one_line_error(rc, err, 'must end in .safetensors')
+    d = tmp_path/'model.safetensors'; d.mkdir()
+    rc, out, err, secs = run('fit', '--out', d)
+    one_line_error(rc, err, 'is a folder')
+
+
+def test_diverging_lr_is_an_error_not_an_accuracy():
+    _mnist()
+    for method in ('sgd', 'gd'):
+        rc, out, err, secs = run('train', '--lr', '1e39', '--method', method, '--epochs', 2)
+        one_line_error(rc, err, 'diverged')
+        assert 'validation accuracy' not in out
+
+
+def test_huge_image(tmp_path, small_model):
+    from PIL import Image
+    big = tmp_path/'huge.png'
+    Image.new('L', (8200, 8000)).save(big)                 # 66 megapixels of black, 65 KB as a PNG
+    rc, out, err, secs = run('predict', big, '--model', small_model)
+    one_line_error(rc, err, 'image too large')
