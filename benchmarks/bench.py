@@ -6,7 +6,7 @@ pass per figure; `--json` also writes the results to benchmarks/out/.
     FASTAI_HOME=.fastai_home .venv/bin/python benchmarks/bench.py [--repeats 3] [--with-suite] [--json]
 
 Each comparison runs as pairs of fresh processes in alternating order (A B, B A, A B, ...), idle and then with one
-core kept busy by a bounded process of the benchmark's own (`digit_sgd.speed.busy_core`, stopped afterwards), and
+core kept busy by a bounded process of the benchmark's own (`digit_sgd.fast_sgd.busy_core`, stopped afterwards), and
 reports the median, min and max of each side and of the ratio within each pair.
 
 Figures (on `default_device()`: the GPU if there is one, else the CPU):
@@ -46,7 +46,7 @@ def piece_sgd(kind: str) -> dict:
     "2 epochs of SGD at bs 256 on 4 vs 5: the seed's loop (chapter 3's `train_sgd`) or `train_sgd_fast`"
     from digit_sgd.classifier import linear1, accuracy
     from digit_sgd.sgd import train_sgd, DEFAULT_LR
-    from digit_sgd.speed import train_sgd_fast, sync
+    from digit_sgd.fast_sgd import train_sgd_fast, sync
     dev, x, y, valid = _data()
     train = train_sgd if kind == 'seed' else train_sgd_fast
     params = _fresh(dev)
@@ -65,7 +65,8 @@ def piece_vision(kind: str, n_per_digit: int) -> dict:
     from fastai.vision.learner import vision_learner
     from torchvision.models import resnet18
     from digit_sgd.vision import mnist_subset
-    from digit_sgd.speed import tensor_dls, fast_vision_learner, sync, VISION_LR
+    from digit_sgd.fast_sgd import sync
+    from digit_sgd.fast_vision import tensor_dls, fast_vision_learner, VISION_LR
     n_valid = 50
     if kind == 'seed':
         tmp = Path(tempfile.mkdtemp(prefix='bench_'))
@@ -99,7 +100,7 @@ def piece_memory() -> dict:
     "Memory bandwidth (a large copy) and the fast SGD path's read rate: bytes of images per epoch / epoch time"
     from digit_sgd.classifier import linear1
     from digit_sgd.sgd import DEFAULT_LR
-    from digit_sgd.speed import train_sgd_fast, memory_bandwidth
+    from digit_sgd.fast_sgd import train_sgd_fast, memory_bandwidth
     dev, x, y, valid = _data()
     bw = memory_bandwidth(256, device=dev)
     epoch_secs = []
@@ -165,7 +166,7 @@ def main():
 
     t_start = time.perf_counter()
     rows, results = [], {}
-    from digit_sgd.speed import busy_core
+    from digit_sgd.fast_sgd import busy_core
     print(f"running pieces in fresh processes, pairs in alternating order...", file=sys.stderr)
     for load in ('idle', 'one core busy'):
         with (busy_core(600) if load != 'idle' else contextlib.nullcontext()):

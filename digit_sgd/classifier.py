@@ -11,8 +11,16 @@ from .data import load_pair, check_lr, check_count
 from .gd import gd_step, check_finite
 
 # %% auto #0
-__all__ = ['INIT_STD', 'init_params', 'init_linear', 'linear1', 'check_targets', 'mnist_loss', 'batch_accuracy', 'accuracy',
-           'train_gd', 'init_simple_net', 'simple_net']
+__all__ = ['INIT_STD', 'pair_data', 'init_params', 'init_linear', 'linear1', 'seeded_params', 'check_targets', 'mnist_loss',
+           'batch_accuracy', 'accuracy', 'train_gd', 'plot_history', 'init_simple_net', 'simple_net']
+
+# %% ../nbs/02_digit_classifier.ipynb #2e558dbe
+def pair_data(pos: int = 5, neg: int = 4, device=None) -> tuple:
+    "`(x, y, valid_x, valid_y)`: digit `pos` (label 1) against `neg` (label 0), training and testing images, on `device`"
+    if device is None:
+        from fastai.torch_core import default_device
+        device = default_device()
+    return tuple(t.to(device) for split in ('training', 'testing') for t in load_pair(pos, neg, split))
 
 # %% ../nbs/02_digit_classifier.ipynb #3a4e5301
 INIT_STD = 0.01   # the library's default init scale; the seed's is 1.0
@@ -32,13 +40,22 @@ def init_linear(std: float = INIT_STD, n_in: int = 28*28) -> list:
     return [init_params((n_in, 1), std), init_params(1, std)]
 
 def linear1(xb: Tensor, params) -> Tensor:
-    "The seed's linear model: `xb@weights + bias`, one score (logit) per row of `xb`"
+    "The seed's linear model: `xb@weights + bias`, one score per row of `xb` (a *logit*: any real number; the sigmoid makes it a probability)"
     weights, bias = params
     if weights.ndim != 2 or weights.shape[1] != 1 or bias.shape != (1,):
         raise ValueError(f"linear1 gives one score per image: weights must be [n_in, 1] and bias [1], "
                          f"got {list(weights.shape)} and {list(bias.shape)}")
     _check_x(xb, weights.shape[0])
     return xb@weights + bias
+
+# %% ../nbs/02_digit_classifier.ipynb #78857923
+def seeded_params(init, seed: int = 42, device=None, **kwargs) -> list:
+    "`init(**kwargs)` drawn after `set_seed(seed)`, on `device`, as leaf tensors that require a gradient"
+    from fastai.torch_core import set_seed, default_device
+    if not callable(init): raise ValueError(f"init must be a function that returns parameters, got {init!r}")
+    set_seed(seed)
+    device = default_device() if device is None else device
+    return [p.to(device).detach().requires_grad_() for p in init(**kwargs)]
 
 # %% ../nbs/02_digit_classifier.ipynb #4b50c90d
 def check_targets(y: Tensor) -> Tensor:
@@ -86,6 +103,25 @@ def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid:
         hist['epoch'].append(epoch); hist['loss'].append(loss.item()); hist['seconds'].append(secs)
         hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
     return hist
+
+# %% ../nbs/02_digit_classifier.ipynb #1515e7af
+def plot_history(hists: dict, title: str = '', panels=(('epoch', 'loss'), ('epoch', 'valid_acc')), log_x: bool = False,
+                 acc_ylim=None):
+    "One line per entry of `hists` (`train_gd`/`train_sgd` histories), one plot per `(x, y)` key pair in `panels`"
+    import matplotlib.pyplot as plt
+    if not hists: raise ValueError("no histories to plot")
+    names = {'epoch': 'epoch', 'loss': 'training loss', 'valid_acc': 'validation accuracy', 'seconds': 'training seconds'}
+    for name, h in hists.items():
+        for k in {k for p in panels for k in p}:
+            if k not in h: raise ValueError(f"history {name!r} has no {k!r}; it has {sorted(h)}")
+    fig, axs = plt.subplots(1, len(panels), figsize=(5*len(panels), 3), squeeze=False)
+    for ax, (kx, ky) in zip(axs[0], panels):
+        for name, h in hists.items(): ax.plot(h[kx], h[ky], marker='.' if log_x else None, label=name)
+        ax.set_xlabel(names.get(kx, kx)); ax.set_ylabel(names.get(ky, ky)); ax.legend()
+        if log_x: ax.set_xscale('log')
+        if acc_ylim and ky == 'valid_acc': ax.set_ylim(*acc_ylim)
+    fig.suptitle(title); plt.tight_layout()
+    return fig
 
 # %% ../nbs/02_digit_classifier.ipynb #ed2f9c60
 def init_simple_net(n_hidden: int = 50, std: float = INIT_STD, n_in: int = 28*28) -> list:

@@ -25,7 +25,7 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     "`digit-sgd train`: train on two digits with GD or SGD and print the validation accuracy"
     from digit_sgd.sgd import train_digits, train_sgd
-    from digit_sgd.speed import train_sgd_fast
+    from digit_sgd.fast_sgd import train_sgd_fast
     fast = args.loader == 'fast'
     r = train_digits(tuple(args.digits), model=args.model, method=args.method, epochs=args.epochs, bs=args.bs,
                      lr=args.lr, seed=args.seed, sgd=train_sgd_fast if fast else train_sgd)
@@ -55,7 +55,7 @@ def cmd_compare(args) -> int:
     "`digit-sgd compare`: GD, SGD and fastai's `Learner` on two digits: a table, and a plot saved to `--out`"
     out = None if args.no_plot else check_out_file(args.out)
     if args.device is not None: _check_device(args.device)       # a bad name fails before torch is imported
-    from digit_sgd.speed import compare, format_table, plot_compare, times_faster
+    from digit_sgd.compare import compare, format_table, plot_compare, times_faster
     rows = compare(tuple(args.digits), gd_epochs=args.gd_epochs, sgd_epochs=args.sgd_epochs, bs=args.bs, lr=args.lr,
                    seed=args.seed, device=args.device, repeats=args.repeats)
     by = {r['method']: r for r in rows}
@@ -77,7 +77,7 @@ def cmd_compare(args) -> int:
 def cmd_fit(args) -> int:
     "`digit-sgd fit`: train the resnet18 recipe on the ten digits and save the model to `--out` (safetensors)"
     check_out_file(args.out, '.safetensors')                   # before the training, not after it
-    from digit_sgd.vision import fit_digits
+    from digit_sgd.deploy import fit_digits
     r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
                    seed=args.seed, progress=not args.quiet)
     print(f"trained for {args.epochs} epoch(s) in {r['seconds']:.1f} s: validation accuracy {r['accuracy']:.4f}")
@@ -92,7 +92,7 @@ def cmd_predict(args) -> int:
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"no model file at {args.model}") if not os.path.exists(args.model) else \
               ValueError(f"not a model file: {args.model} is a folder")
-    from digit_sgd.vision import predict_files
+    from digit_sgd.deploy import predict_files
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')                       # --unsafe-pickle: the one-line warning below instead

@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 import torch
 from torch import Tensor
-from .data import load_pair, check_count
+from .data import check_count
 from fastai.data.load import DataLoader
-from fastai.torch_core import set_seed, default_device
+from fastai.torch_core import default_device
 from .gd import gd_step, check_finite
-from .classifier import (INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss,
-                                  batch_accuracy, accuracy, train_gd, _check_lr, check_targets)
+from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, accuracy, train_gd, _check_lr, check_targets
+from .classifier import pair_data, seeded_params
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_LR', 'train_epoch', 'validate_epoch', 'sgd_loader', 'train_sgd', 'train_digits']
@@ -77,11 +77,10 @@ def train_digits(digits=(5, 4), model: str = 'linear', method: str = 'sgd', epoc
     epochs = check_count((100 if method == 'gd' else 2) if epochs is None else epochs, 'epochs')
     bs = check_count(bs, 'batch size'); _check_lr(lr)
     device = default_device()
-    x, y = [t.to(device) for t in load_pair(*digits)]
-    valid = tuple(t.to(device) for t in load_pair(*digits, split='testing'))
+    x, y, vx, vy = pair_data(*digits, device)
+    valid = (vx, vy)
     init, f = MODELS[model]
-    set_seed(seed)
-    params = [p.to(device).detach().requires_grad_() for p in init(std=std)]
+    params = seeded_params(init, seed, device, std=std)
     if method == 'gd': h = train_gd(f, params, x, y, lr=lr, epochs=epochs, valid=valid)
     else:              h = sgd(f, params, x, y, lr=lr, epochs=epochs, bs=bs, valid=valid)
     return dict(digits=list(digits), model=model, method=method, epochs=epochs, bs=len(x) if method == 'gd' else bs,
