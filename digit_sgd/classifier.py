@@ -9,13 +9,14 @@ import torch
 from torch import Tensor
 from .data import load_pair, check_lr, check_count
 from .gd import gd_step, check_finite
+from typing import Callable
 
 # %% auto #0
 __all__ = ['INIT_STD', 'pair_data', 'init_params', 'init_linear', 'linear1', 'seeded_params', 'check_targets', 'mnist_loss',
            'batch_accuracy', 'accuracy', 'train_gd', 'plot_history', 'init_simple_net', 'simple_net']
 
 # %% ../nbs/02_digit_classifier.ipynb #2e558dbe
-def pair_data(pos: int = 5, neg: int = 4, device=None) -> tuple:
+def pair_data(pos: int = 5, neg: int = 4, device: torch.device | str | None = None) -> tuple:
     "`(x, y, valid_x, valid_y)`: digit `pos` (label 1) against `neg` (label 0), training and testing images, on `device`"
     if device is None:
         from fastai.torch_core import default_device
@@ -49,7 +50,7 @@ def linear1(xb: Tensor, params) -> Tensor:
     return xb@weights + bias
 
 # %% ../nbs/02_digit_classifier.ipynb #78857923
-def seeded_params(init, seed: int = 42, device=None, **kwargs) -> list:
+def seeded_params(init: Callable, seed: int = 42, device: torch.device | str | None = None, **kwargs) -> list:
     "`init(**kwargs)` drawn after `set_seed(seed)`, on `device`, as leaf tensors that require a gradient"
     from fastai.torch_core import set_seed, default_device
     if not callable(init): raise ValueError(f"init must be a function that returns parameters, got {init!r}")
@@ -79,14 +80,12 @@ def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
     return correct.float().mean()
 
 # %% ../nbs/02_digit_classifier.ipynb #2f23fd9c
-_check_lr = check_lr          # chapter 0's check, under the name later chapters import
-
 def accuracy(model, params, x: Tensor, y: Tensor) -> float:
     "Validation accuracy of `model(x, params)` against 0/1 targets `y`, without tracking gradients"
     with torch.no_grad(): return batch_accuracy(model(x, params), y).item()
 
 def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid: tuple | None = None,
-             loss_func=mnist_loss) -> dict:
+             loss_func: Callable = mnist_loss) -> dict:
     "Full-batch gradient descent for `epochs` steps; returns the history: epoch, loss, valid_acc, seconds; `DivergedError` if the loss blows up"
     check_lr(lr); epochs = check_count(epochs, 'epochs')
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
@@ -106,13 +105,13 @@ def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid:
 
 # %% ../nbs/02_digit_classifier.ipynb #1515e7af
 def plot_history(hists: dict, title: str = '', panels=(('epoch', 'loss'), ('epoch', 'valid_acc')), log_x: bool = False,
-                 acc_ylim=None):
+                 acc_ylim: tuple | None = None):
     "One line per entry of `hists` (`train_gd`/`train_sgd` histories), one plot per `(x, y)` key pair in `panels`"
     import matplotlib.pyplot as plt
     if not hists: raise ValueError("no histories to plot")
     names = {'epoch': 'epoch', 'loss': 'training loss', 'valid_acc': 'validation accuracy', 'seconds': 'training seconds'}
     for name, h in hists.items():
-        for k in {k for p in panels for k in p}:
+        for k in dict.fromkeys(k for p in panels for k in p):
             if k not in h: raise ValueError(f"history {name!r} has no {k!r}; it has {sorted(h)}")
     fig, axs = plt.subplots(1, len(panels), figsize=(5*len(panels), 3), squeeze=False)
     for ax, (kx, ky) in zip(axs[0], panels):

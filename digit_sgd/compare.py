@@ -11,7 +11,8 @@ from fastai.torch_core import set_seed, default_device
 from fastai.data.core import DataLoaders
 from .data import machine_info, check_count
 from .gd import check_finite
-from .classifier import init_linear, linear1, train_gd, _check_lr
+from .classifier import init_linear, linear1, train_gd
+from .data import check_lr
 from .sgd import DEFAULT_LR, sgd_loader, train_sgd
 from .fast_sgd import PhaseTimer, FastLoader, linear_learner, train_sgd_fast
 import math
@@ -32,13 +33,13 @@ def _learner_run(dls, params, lr: float, epochs: int) -> dict:
                 seconds=secs)
 
 def compare(digits=(5, 4), gd_epochs: int = 100, sgd_epochs: int = 2, bs: int = 256, lr: float = DEFAULT_LR,
-            seed: int = 42, device=None, warmup: bool = True, repeats: int = 3) -> list:
+            seed: int = 42, device: torch.device | str | None = None, warmup: bool = True, repeats: int = 3) -> list:
     "Train `linear1` on two `digits` with GD, SGD (seed's loader, fast path) and fastai's `Learner`, `repeats` times in turn: one row per method"
     digits = tuple(digits)
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
     gd_epochs, sgd_epochs, bs, repeats = (check_count(n, what) for n, what in
         ((gd_epochs, 'gd_epochs'), (sgd_epochs, 'sgd_epochs'), (bs, 'bs'), (repeats, 'repeats')))
-    _check_lr(lr)
+    check_lr(lr)
     device = default_device() if device is None else torch.device(device)
     x, y, vx, vy = pair_data(*digits, device)
     valid = (vx, vy)

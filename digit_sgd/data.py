@@ -114,7 +114,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or 'unknown CPU'
 
 # %% ../nbs/00_data.ipynb #912632f1
-def machine_info(device=None) -> str:
+def machine_info(device: str | None = None) -> str:
     "One line saying what a timing ran on: CPU model, cores, torch threads, CPU kernels, and the GPU if `device` is one"
     import torch
     cpu = (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
@@ -153,6 +153,12 @@ def check_out_file(path, suffix: str | None = None) -> Path:
     if not p.parent.is_dir(): raise FileNotFoundError(f"folder {p.parent} does not exist")
     if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise PermissionError(f"cannot write to {p}")
+    existed = p.exists()
+    try:                                    # os.access says yes to root everywhere (even /proc): try it for real
+        with open(p, 'ab'): pass
+    except OSError as e: raise PermissionError(f"cannot write to {p}: {e.strerror}") from None
+    finally:
+        if not existed and p.exists(): p.unlink()
     return p
 
 # %% ../nbs/00_data.ipynb #41b0a205
@@ -252,7 +258,7 @@ def load_digits(digits=range(10), split: str = 'training') -> tuple:
     return x, y
 
 # %% ../nbs/00_data.ipynb #4b4cea6e
-def show_digits(imgs, labels=None, ncols: int = 8, size: float = 1.2, cmap: str = 'Greys'):
+def show_digits(imgs, labels: list | None = None, ncols: int = 8, size: float = 1.2, cmap: str = 'Greys'):
     "Show images (`[N, 28, 28]` or `[N, 784]`) in a grid, each titled with its label"
     import matplotlib.pyplot as plt
     if len(imgs) == 0: raise ValueError("no images to show")

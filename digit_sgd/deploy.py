@@ -23,7 +23,7 @@ from torchvision.models import resnet18
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
-from .classifier import _check_lr
+from .data import check_lr
 from .vision import mnist_subset
 
 # %% auto #0
@@ -159,7 +159,7 @@ class DigitModel:
         return p
 
     @classmethod
-    def load(cls, path, device=None) -> DigitModel:
+    def load(cls, path, device: torch.device | str | None = None) -> DigitModel:
         "Rebuild the network that `path` (written by `save`) describes and load its weights: no code runs"
         p = Path(path)
         try:
@@ -279,7 +279,7 @@ def predict_digit(img, model) -> tuple:
 def fit_digits(epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None, bs: int = 64,
                lr: float = 0.1, seed: int = 42, progress: bool = True) -> dict:
     "Train the seed's resnet18 recipe on MNIST (or `n_per_digit` images per digit) and save it to `out` (safetensors)"
-    epochs, bs, lr = check_count(epochs, 'epochs'), check_count(bs, 'batch size'), _check_lr(lr)
+    epochs, bs, lr = check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
     out = check_out_file(out, '.safetensors')
     with tempfile.TemporaryDirectory(prefix='mnist_subset_') as tmp:
         path = mnist_path() if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist')

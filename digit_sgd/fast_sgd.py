@@ -16,21 +16,23 @@ from fastai.learner import Learner
 from fastai.optimizer import SGD
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
 from .gd import gd_step, check_finite
-from .classifier import linear1, mnist_loss, batch_accuracy, accuracy, _check_lr, check_targets
+from .classifier import linear1, mnist_loss, batch_accuracy, accuracy, check_targets
+from .data import check_lr
 from .sgd import DEFAULT_LR, train_epoch
+from typing import Callable
 
 # %% auto #0
 __all__ = ['PHASES', 'sync', 'memory_bandwidth', 'PhaseClock', 'profile_sgd', 'PhaseTimer', 'linear_module', 'linear_learner',
            'TensorPairs', 'FastLoader', 'torch_threads', 'train_sgd_fast', 'busy_core', 'phase_bars']
 
 # %% ../nbs/07_fast_sgd.ipynb #a5f95f08
-def sync(device=None) -> None:
+def sync(device: torch.device | str | None = None) -> None:
     "Wait for the work queued on `device` (GPUs run kernels asynchronously; a CPU has nothing to wait for)"
     d = torch.device(default_device() if device is None else device)
     if d.type == 'cuda': torch.cuda.synchronize(d)
     elif d.type == 'mps': torch.mps.synchronize()
 
-def memory_bandwidth(mb: int = 256, repeats: int = 5, device=None) -> float:
+def memory_bandwidth(mb: int = 256, repeats: int = 5, device: torch.device | str | None = None) -> float:
     "Bytes per second read and written by copying a `mb` MB float32 tensor on `device` (best of `repeats`)"
     if mb < 1 or repeats < 1: raise ValueError(f"mb and repeats must be >= 1, got {mb} and {repeats}")
     device = default_device() if device is None else device
@@ -48,7 +50,7 @@ PHASES = ('data', 'forward', 'backward', 'step', 'other')
 
 class PhaseClock:
     "Charges wall time to phases: `lap(phase)` adds the seconds since the previous lap (or `start`) to `phase`"
-    def __init__(self, device=None):
+    def __init__(self, device: torch.device | str | None = None):
         self.device, self.secs, self.t = device, dict.fromkeys(PHASES, 0.), None
 
     def start(self) -> None:
@@ -65,9 +67,9 @@ class PhaseClock:
         self.secs[phase] += now - self.t
         self.t = now
 
-def profile_sgd(model, params, dl, lr: float, epochs: int = 1, loss_func=mnist_loss) -> dict:
+def profile_sgd(model, params, dl, lr: float, epochs: int = 1, loss_func: Callable = mnist_loss) -> dict:
     "Chapter 3's `train_epoch` over `dl` for `epochs`, with a lap after each phase: seconds per epoch in each of `PHASES`"
-    _check_lr(lr)
+    check_lr(lr)
     if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
     clock = PhaseClock(params[0].device)
     for _ in range(epochs):
@@ -84,6 +86,9 @@ def profile_sgd(model, params, dl, lr: float, epochs: int = 1, loss_func=mnist_l
 class PhaseTimer(Callback):
     "Times a `Learner`'s training batches by phase (see `phases`) and keeps each epoch's training seconds"
     order = 99
+    def __init__(self):
+        "A new timer, for `Learner(..., cbs=PhaseTimer())` or `learn.fit(..., cbs=...)`"
+        super().__init__()
     def before_fit(self):
         self.clock, self.epoch_secs = PhaseClock(getattr(self.dls, 'device', None)), []
     def before_train(self):
@@ -116,9 +121,9 @@ def linear_module(params) -> nn.Linear:
     with torch.no_grad(): m.weight.copy_(w.T); m.bias.copy_(b)
     return m
 
-def linear_learner(dls: DataLoaders, params, lr: float = DEFAULT_LR, cbs=None) -> Learner:
+def linear_learner(dls: DataLoaders, params, lr: float = DEFAULT_LR, cbs: list | None = None) -> Learner:
     "Chapter 4's `Learner` (fastai `SGD`, `mnist_loss`, `batch_accuracy`) on `linear_module(params)`, without a progress bar"
-    _check_lr(lr)
+    check_lr(lr)
     learn = Learner(dls, linear_module(params), opt_func=SGD, loss_func=mnist_loss, metrics=batch_accuracy, lr=lr, cbs=cbs)
     learn.remove_cb(learn.progress)
     return learn
@@ -219,10 +224,10 @@ def _check_linear(params, n_in: int) -> None:
         raise ValueError(f"linear1 needs parameters of shapes [{n_in}, 1] and [1], got {list(w.shape)} and {list(b.shape)}")
 
 def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
-                   valid: tuple | None = None, loss_func=mnist_loss, seed: int | None = None,
+                   valid: tuple | None = None, loss_func: Callable = mnist_loss, seed: int | None = None,
                    grad: str = 'auto', threads: int | None = 1) -> dict:
     "`train_sgd` without the overheads: `FastLoader` batches, for `linear1` + `mnist_loss` a hand-derived gradient, `threads` CPU threads"
-    _check_lr(lr); epochs = check_count(epochs, 'epochs'); bs = check_count(bs, 'batch size')
+    check_lr(lr); epochs = check_count(epochs, 'epochs'); bs = check_count(bs, 'batch size')
     if x.ndim != 2 or len(x) == 0: raise ValueError(f"x must be a non-empty batch of rows [N, n_in], got {list(x.shape)}")
     if y.shape != (len(x), 1): raise ValueError(f"y must be [N, 1] with N = {len(x)} rows of x, got {list(y.shape)}")
     if loss_func is mnist_loss: check_targets(y)

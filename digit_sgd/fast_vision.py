@@ -19,7 +19,7 @@ from fastai.metrics import accuracy as fastai_accuracy
 from fastai.vision.learner import vision_learner
 from torchvision.models import resnet18
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
-from .classifier import _check_lr
+from .data import check_lr
 from .fast_sgd import sync, PhaseTimer, FastLoader
 from .small_maps import small_map_convs, fused_adam
 
@@ -42,7 +42,7 @@ def digit_images(split: str = 'training', idx: list | None = None) -> tuple:
     return x.view(-1, 1, 28, 28).sub_(MNIST_STATS[0]).div_(MNIST_STATS[1]), y.view(-1)
 
 def tensor_dls(bs: int = VISION_BS, n_per_digit: int | None = None, n_valid: int | None = None, seed: int = 42,
-               device=None) -> DataLoaders:
+               device: torch.device | str | None = None) -> DataLoaders:
     "`DataLoaders` of two `FastLoader`s over all MNIST digits (or `n_per_digit` of each, as `mnist_subset` picks them)"
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise ValueError(f"batch size must be a positive integer, got {bs!r}")
@@ -82,7 +82,7 @@ def _fast_bf16(device: str) -> bool:
     except AttributeError: native = False
     return native and _bf16_speedup(device) > 1.1             # instructions are not enough: measure the kernels
 
-def fast_bf16(device=None) -> bool:
+def fast_bf16(device: torch.device | str | None = None) -> bool:
     "Is `bfloat16` mixed precision faster on `device`? A GPU that supports it; a CPU where a measured conv block says so"
     return _fast_bf16(str(torch.device(default_device() if device is None else device)))
 
@@ -120,7 +120,7 @@ def fit_digits_fast(epochs: int = 1, n_per_digit: int | None = None, n_valid: in
     "Chapter 5's resnet18 recipe fed from the tensor cache; returns the `Learner` and a summary dict"
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    _check_lr(lr)
+    check_lr(lr)
     dls = tensor_dls(bs, n_per_digit, n_valid, seed)
     set_seed(seed)
     timer = PhaseTimer()

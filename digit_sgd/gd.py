@@ -114,7 +114,7 @@ class Value:
 
 
 # %% ../nbs/01_gradient_descent.ipynb #c9c34289
-def plot_graph(root: Value, ax=None, title: str = ''):
+def plot_graph(root: Value, title: str = ''):
     "Draw the computation graph that led to `root`: one box per Value (label, data, grad), arrows from inputs to results"
     import matplotlib.pyplot as plt
     if not isinstance(root, Value): raise ValueError(f"plot_graph draws a Value's graph, got {type(root).__name__}")
@@ -133,7 +133,7 @@ def plot_graph(root: Value, ax=None, title: str = ''):
     place(root)
     pos = {id(v): (-dist[id(v)], -ys[id(v)]) for v in nodes}
     n_cols = max(dist.values()) + 1
-    if ax is None: _, ax = plt.subplots(figsize=(1.7*n_cols + 0.5, 0.75*next_leaf[0] + 0.6))
+    _, ax = plt.subplots(figsize=(1.7*n_cols + 0.5, 0.75*next_leaf[0] + 0.6))
     for v in nodes:
         for p in v._prev:
             ax.annotate('', xy=pos[id(v)], xytext=pos[id(p)], arrowprops=dict(arrowstyle='->', color='gray', shrinkA=28, shrinkB=28))
@@ -144,7 +144,7 @@ def plot_graph(root: Value, ax=None, title: str = ''):
     xs, ys = zip(*pos.values())
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6); ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7); ax.axis('off')
     if title: ax.set_title(title, fontsize=9)
-    return ax
+    return ax.figure
 
 
 # %% ../nbs/01_gradient_descent.ipynb #e063e7e3

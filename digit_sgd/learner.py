@@ -6,15 +6,17 @@
 from __future__ import annotations
 from .data import load_pair
 import torch
-from torch import nn, Tensor
+from torch import nn
 from fastai.torch_core import set_seed, default_device
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.optimizer import SGD
 from fastai.learner import Learner
 import fastai.callback.progress        # importing it makes the progress bar a default `Learner` callback
-from .classifier import mnist_loss, batch_accuracy, _check_lr
+from .classifier import mnist_loss, batch_accuracy
+from .data import check_lr
 from .sgd import DEFAULT_LR
+from typing import Callable
 
 # %% auto #0
 __all__ = ['NETS', 'BasicOptim', 'digit_net', 'Pairs', 'pair_dls', 'mnist_learner']
@@ -23,7 +25,7 @@ __all__ = ['NETS', 'BasicOptim', 'digit_net', 'Pairs', 'pair_dls', 'mnist_learne
 class BasicOptim:
     "The seed's update step as an object: `step()` does `p -= lr * p.grad`, `zero_grad()` forgets the gradients"
     def __init__(self, params, lr: float):
-        _check_lr(lr)
+        check_lr(lr)
         self.params, self.lr = list(params), lr
         if not self.params: raise ValueError("BasicOptim got no parameters to optimize")
 
@@ -53,7 +55,7 @@ class Pairs(list):
     "The seed's `list(zip(x, y))`, with the `new_empty` that `Learner.export` needs to drop the data"
     def new_empty(self) -> Pairs: return type(self)()
 
-def pair_dls(pos: int = 5, neg: int = 4, bs: int = 256, device=None) -> DataLoaders:
+def pair_dls(pos: int = 5, neg: int = 4, bs: int = 256, device: torch.device | str | None = None) -> DataLoaders:
     "The seed's `DataLoaders(dl, valid_dl)` for digit `pos` (label 1) against `neg` (label 0); testing images validate"
     if bs < 1: raise ValueError(f"batch size must be >= 1, got {bs}")
     x, y = load_pair(pos, neg, 'training')
@@ -64,9 +66,9 @@ def pair_dls(pos: int = 5, neg: int = 4, bs: int = 256, device=None) -> DataLoad
 
 # %% ../nbs/04_pytorch_fastai.ipynb #422ab39b
 def mnist_learner(model: nn.Module | None = None, digits: tuple = (5, 4), bs: int = 256, lr: float = DEFAULT_LR,
-                  opt_func=SGD, seed: int = 42) -> Learner:
+                  opt_func: Callable = SGD, seed: int = 42) -> Learner:
     "A `Learner` on two `digits` (the first is label 1) with `mnist_loss`, `batch_accuracy`; default model `digit_net()`"
-    _check_lr(lr)
+    check_lr(lr)
     digits = tuple(digits)
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
     set_seed(seed)

@@ -11,16 +11,18 @@ from .data import check_count
 from fastai.data.load import DataLoader
 from fastai.torch_core import default_device
 from .gd import gd_step, check_finite
-from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, accuracy, train_gd, _check_lr, check_targets
+from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, accuracy, train_gd, check_targets
+from .data import check_lr
 from .classifier import pair_data, seeded_params
+from typing import Callable
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_LR', 'train_epoch', 'validate_epoch', 'sgd_loader', 'train_sgd', 'train_digits']
 
 # %% ../nbs/03_sgd.ipynb #2fc8083b
-def train_epoch(model, params, dl, lr: float, loss_func=mnist_loss) -> float:
+def train_epoch(model, params, dl, lr: float, loss_func: Callable = mnist_loss) -> float:
     "One epoch of SGD: a `gd_step` after every batch of `dl`; returns the mean training loss"
-    _check_lr(lr)
+    check_lr(lr)
     total, n = 0., 0
     for xb, yb in dl:
         loss = loss_func(model(xb, params), yb)
@@ -48,9 +50,9 @@ def sgd_loader(x: Tensor, y: Tensor, bs: int, shuffle: bool = True) -> DataLoade
     return DataLoader(list(zip(x, y)), batch_size=bs, shuffle=shuffle)
 
 def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
-              valid: tuple | None = None, loss_func=mnist_loss) -> dict:
+              valid: tuple | None = None, loss_func: Callable = mnist_loss) -> dict:
     "SGD with mini-batches of `bs` for `epochs`; returns the history: epoch, loss, valid_acc, seconds"
-    _check_lr(lr); epochs = check_count(epochs, 'epochs')
+    check_lr(lr); epochs = check_count(epochs, 'epochs')
     if loss_func is mnist_loss: check_targets(y)
     dl = sgd_loader(x, y, bs)
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
@@ -69,13 +71,13 @@ MODELS = {'linear': (init_linear, linear1), 'simple_net': (init_simple_net, simp
 DEFAULT_LR = 5.0
 
 def train_digits(digits=(5, 4), model: str = 'linear', method: str = 'sgd', epochs: int | None = None,
-                 bs: int = 256, lr: float = DEFAULT_LR, seed: int = 42, std: float = INIT_STD, sgd=train_sgd) -> dict:
+                 bs: int = 256, lr: float = DEFAULT_LR, seed: int = 42, std: float = INIT_STD, sgd: Callable = train_sgd) -> dict:
     "Train `model` on two `digits` (label 1, label 0) with `method` 'gd' or 'sgd' (run by `sgd`); report the validation accuracy"
     if len(digits) != 2: raise ValueError(f"need exactly two digits, got {list(digits)}")
     if model not in MODELS: raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
     if method not in ('gd', 'sgd'): raise ValueError(f"method must be 'gd' or 'sgd', got {method!r}")
     epochs = check_count((100 if method == 'gd' else 2) if epochs is None else epochs, 'epochs')
-    bs = check_count(bs, 'batch size'); _check_lr(lr)
+    bs = check_count(bs, 'batch size'); check_lr(lr)
     device = default_device()
     x, y, vx, vy = pair_data(*digits, device)
     valid = (vx, vy)

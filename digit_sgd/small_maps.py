@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from fastcore.foundation import L
 from fastai.optimizer import OptimWrapper
-from .classifier import _check_lr
+from .data import check_lr
 import itertools
 
 # %% auto #0
@@ -17,7 +17,7 @@ __all__ = ['tap_selector', 'SmallMapConv2d', 'small_map_convs', 'fused_adam']
 
 # %% ../nbs/10_small_maps.ipynb #40a155af
 @functools.lru_cache(maxsize=None)
-def tap_selector(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple, device=None) -> tuple:
+def tap_selector(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple, device: torch.device | str | None = None) -> tuple:
     "`(S, (us, vs), ho, wo)`: slices `us`, `vs` of the kernel's taps that touch a pixel of an `h`x`w` map, and 0/1 `S[a*w+b, i*wo+j, t]`: does tap `t` of them connect input pixel `(a, b)` to output pixel `(i, j)`?"
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     ho, wo = (h + 2*ph - kh)//sh + 1, (w + 2*pw - kw)//sw + 1
@@ -58,7 +58,7 @@ def small_map_convs(model: nn.Module) -> int:
 def fused_adam(params, lr: float = 1e-3, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
                wd: float = 0.01, no_wd=()) -> OptimWrapper:
     "fastai's `Adam` (decoupled weight decay, none on `no_wd`) as PyTorch's fused `AdamW`, for a `Learner`'s `opt_func`"
-    _check_lr(lr)
+    check_lr(lr)
     skip = {id(p) for p in no_wd}
     groups = []
     for g in L(params):

@@ -26,7 +26,7 @@ def subset_indices(n_per_digit: int, n_valid: int | None = None, seed: int = 42)
     return {split: [sorted(rng.sample(range(MNIST_COUNTS[split][d]), n)) for d in range(10)]
             for split, n in (('training', n_per_digit), ('testing', n_valid))}
 
-def mnist_subset(n_per_digit: int = 30, seed: int = 42, dest=None, n_valid: int | None = None) -> Path:
+def mnist_subset(n_per_digit: int = 30, seed: int = 42, dest: Path | str | None = None, n_valid: int | None = None) -> Path:
     "A folder laid out like `mnist_png`, with `n_per_digit` random images of each digit (`n_valid` in `testing`)"
     idx = subset_indices(n_per_digit, n_valid, seed)
     src = mnist_path()
