@@ -4,19 +4,16 @@
 
 # %% ../nbs/08_compare.ipynb #968bb748
 from __future__ import annotations
-import statistics
+from .data import machine_info, check_count, check_lr   # first: it silences fastai's torch.jit warning
+import math, statistics
 from pathlib import Path
 import torch
 from fastai.torch_core import set_seed, default_device
 from fastai.data.core import DataLoaders
-from .data import machine_info, check_count
 from .gd import check_finite
-from .classifier import init_linear, linear1, train_gd
-from .data import check_lr
+from .classifier import init_linear, linear1, train_gd, pair_data, seeded_params
 from .sgd import DEFAULT_LR, sgd_loader, train_sgd
 from .fast_sgd import PhaseTimer, FastLoader, linear_learner, train_sgd_fast
-import math
-from .classifier import pair_data, seeded_params
 
 # %% auto #0
 __all__ = ['compare', 'format_table', 'times_faster', 'plot_compare']

@@ -4,12 +4,12 @@
 
 # %% ../nbs/10_small_maps.ipynb #a1dd2d31
 from __future__ import annotations
+from .data import check_lr   # first: it silences fastai's torch.jit warning
 import functools
 import torch
 from torch import Tensor, nn
 from fastcore.foundation import L
 from fastai.optimizer import OptimWrapper
-from .data import check_lr
 import itertools
 
 # %% auto #0
