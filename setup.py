@@ -17,7 +17,9 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+app_requirements = shlex.split(cfg.get('app_requirements', ''))     # the Gradio app (digit-sgd serve)
+dist_requirements = shlex.split(cfg.get('dist_requirements', ''))   # data-parallel training (Accelerate)
+dev_requirements = shlex.split(cfg.get('dev_requirements', '')) + app_requirements + dist_requirements
 min_python = cfg['min_python']
 
 setuptools.setup(
@@ -32,7 +34,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path']+'.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements},
+    extras_require = {'dev': dev_requirements, 'app': app_requirements, 'dist': dist_requirements},
     python_requires = '>=' + min_python,
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',

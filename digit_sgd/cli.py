@@ -6,10 +6,10 @@
 from __future__ import annotations
 import argparse, configparser, json, os, re, sys
 from .data import (MNISTMissingError, SPLITS, mnist_path, mnist_counts, check_lr, check_count, check_digit,
-                            check_out_file)
+                            check_out_file, check_address)
 
 # %% auto #0
-__all__ = ['cmd_data', 'cmd_train', 'cmd_compare', 'cmd_fit', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['cmd_data', 'cmd_train', 'cmd_compare', 'cmd_fit', 'cmd_predict', 'cmd_serve', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #09485e5f
 def cmd_data(args) -> int:
@@ -77,10 +77,16 @@ def cmd_compare(args) -> int:
 def cmd_fit(args) -> int:
     "`digit-sgd fit`: train the resnet18 recipe on the ten digits and save the model to `--out` (safetensors)"
     check_out_file(args.out, '.safetensors')                   # before the training, not after it
-    from digit_sgd.deploy import fit_digits
-    r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
-                   seed=args.seed, progress=not args.quiet)
-    print(f"trained for {args.epochs} epoch(s) in {r['seconds']:.1f} s: validation accuracy {r['accuracy']:.4f}")
+    if args.nproc == 1:
+        from digit_sgd.deploy import fit_digits
+        r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
+                       seed=args.seed, progress=not args.quiet)
+    else:                                                      # chapter 11: torchrun, one batch of --bs split over them
+        from digit_sgd.parallel import fit_digits_parallel
+        r = fit_digits_parallel(args.nproc, epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs,
+                                lr=args.lr, seed=args.seed, progress=not args.quiet)
+    on = '' if args.nproc == 1 else f" on {args.nproc} processes"
+    print(f"trained for {args.epochs} epoch(s){on} in {r['seconds']:.1f} s: validation accuracy {r['accuracy']:.4f}")
     print(f"model saved to {r['path']}")
     return 0
 
@@ -100,6 +106,45 @@ def cmd_predict(args) -> int:
                                      "use --unsafe-pickle only for files you trust", file=sys.stderr)
         res = predict_files(args.images, args.model, unsafe_pickle=args.unsafe_pickle)
     for f, digit, prob in res: print(f"{f}: {digit} ({prob:.1%})")
+    return 0
+
+# %% ../nbs/90_cli.ipynb #ebb61837
+def cmd_serve(args) -> int:
+    "`digit-sgd serve`: the deployment chapter's web app (draw or upload a digit) on `--host`:`--port`, until Ctrl-C"
+    if args.model is None and not args.quick:
+        raise ValueError("no model: train one with `digit-sgd fit` (then `digit-sgd serve --model model.safetensors`), "
+                         "or add --quick to train a small one now (about a minute)")
+    if args.model is not None and args.quick: raise ValueError("give --model or --quick, not both")
+    if args.linear is not None and args.no_linear: raise ValueError("give --linear or --no-linear, not both")
+    for name, p in (('model', args.model), ('linear model', args.linear)):
+        if p is not None and not os.path.isfile(p):
+            raise FileNotFoundError(f"no {name} file at {p}") if not os.path.exists(p) else \
+                  ValueError(f"not a {name} file: {p} is a folder")
+    check_address(args.host, args.port)                        # before torch, fastai and Gradio load (seconds)
+    from digit_sgd.app import serve, _gradio
+    _gradio()                                                  # the clear ImportError now, if the extra is missing
+    import tempfile
+    from digit_sgd.deploy import load_model, fit_digits, DigitModel
+    if args.quick:
+        print("training a small resnet18 first (--quick: 300 images per digit, 2 epochs) ...", flush=True)
+        with tempfile.TemporaryDirectory(prefix='digit_sgd_quick_') as d:
+            r = fit_digits(epochs=2, out=os.path.join(d, 'quick.safetensors'), n_per_digit=300, bs=32, n_valid=30,
+                           progress=False)
+            model = load_model(r['path'])
+        print(f"trained in {r['seconds']:.0f} s: validation accuracy {r['accuracy']:.4f} on {r['n_valid']} images", flush=True)
+    else: model = load_model(args.model)
+    if args.linear is not None: linear = load_model(args.linear)
+    elif args.no_linear: linear = None
+    else:
+        from digit_sgd.learner import mnist_learner, digit_net
+        from fastai.torch_core import set_seed
+        set_seed(42)
+        learn = mnist_learner(digit_net('linear'))
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+        linear = DigitModel.from_learner(learn)
+        print(f"chapter 4's linear 4s-vs-5s model: validation accuracy {float(learn.recorder.values[-1][2]):.4f}", flush=True)
+    print(f"serving {model} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    serve(model, linear, host=args.host, port=args.port, block=True)
     return 0
 
 # %% ../nbs/90_cli.ipynb #4164dbe4
@@ -154,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--lr', type=float, default=0.1, help='learning rate of fit_one_cycle (default: 0.1)')
     f.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
     f.add_argument('--quiet', action='store_true', help='no progress bar')
+    f.add_argument('--nproc', type=int, default=1, metavar='N',
+                   help='train data-parallel on N local processes (chapter 11; default: 1, as before)')
     f.set_defaults(func=cmd_fit)
     q = sub.add_parser('predict', help='the digit in each image, with its probability, from a saved model')
     q.add_argument('images', nargs='+', metavar='IMG', help='image files (PNG, JPEG, ...)')
@@ -161,13 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument('--unsafe-pickle', action='store_true',
                    help="also read a fastai Learner.export pickle; unpickling runs any code in it: trusted files only")
     q.set_defaults(func=cmd_predict)
+    s = sub.add_parser('serve', help='the web app: draw or upload a digit and see what the models read')
+    s.add_argument('--model', default=None, help='a model saved by `digit-sgd fit` (a .safetensors file)')
+    s.add_argument('--quick', action='store_true', help='no --model: train a small resnet18 first (about a minute)')
+    s.add_argument('--linear', default=None, metavar='PATH',
+                   help="chapter 4's linear 4s-vs-5s model, saved by save_model (default: train it at start-up)")
+    s.add_argument('--no-linear', action='store_true', help='leave the linear model out')
+    s.add_argument('--host', default='127.0.0.1', help='the address to listen on (default: 127.0.0.1, this machine only)')
+    s.add_argument('--port', type=int, default=7860, help='default: 7860')
+    s.set_defaults(func=cmd_serve)
     return p
 
 # %% ../nbs/90_cli.ipynb #7466cfe0
 def _check_args(args) -> None:
     "The checks that need no torch (numbers and digits), so a bad call fails in a fraction of a second"
     if getattr(args, 'lr', None) is not None: check_lr(args.lr)
-    for name in ('epochs', 'bs', 'gd_epochs', 'sgd_epochs', 'repeats', 'n_per_digit'):
+    for name in ('epochs', 'bs', 'gd_epochs', 'sgd_epochs', 'repeats', 'n_per_digit', 'nproc'):
         if getattr(args, name, None) is not None: check_count(getattr(args, name), 'batch size' if name == 'bs' else name)
     if getattr(args, 'digits', None) is not None:
         a, b = (check_digit(d) for d in args.digits)
@@ -179,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         return args.func(args)
-    except (MNISTMissingError, ValueError, OSError, configparser.Error) as e:   # OSError: missing files, unreadable images
+    except (MNISTMissingError, ValueError, OSError, ImportError, RuntimeError, configparser.Error) as e:
+        # OSError: missing files, unreadable images; RuntimeError: a data-parallel run whose worker failed (chapter 11)
         print(f"digit-sgd {args.command}: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #dd3e13cd
 from __future__ import annotations
-import hashlib, math, numbers, os, socket, time, warnings
+import errno, hashlib, math, numbers, os, socket, time, warnings
 from pathlib import Path
 from fastcore.foundation import Config
 
@@ -15,7 +15,8 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
            'mnist_path', 'cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'check_out_file',
-           'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits', 'pixel_table']
+           'free_port', 'check_address', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits',
+           'show_digits', 'pixel_table']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
@@ -160,6 +161,30 @@ def check_out_file(path, suffix: str | None = None) -> Path:
     finally:
         if not existed and p.exists(): p.unlink()
     return p
+
+# %% ../nbs/00_data.ipynb #8e060cfb
+def free_port(host: str = '127.0.0.1') -> int:
+    "A TCP port that is free on `host` now"
+    with socket.socket() as s:
+        s.bind((host, 0)); return s.getsockname()[1]
+
+def check_address(host: str, port: int) -> tuple:
+    "`(host, port)` if a server can listen there, else a `ValueError` that says why (in use, not this machine's, ...)"
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, got {port!r}")
+    try: infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"cannot serve on host {host!r}: {getattr(e, 'strerror', None) or e}") from None
+    fam, _, _, _, addr = infos[0]
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try: s.bind(addr)
+        except OSError as e:
+            why = {errno.EADDRINUSE: 'is in use (choose another with --port)',
+                   errno.EADDRNOTAVAIL: 'is not an address of this machine',
+                   errno.EACCES: 'needs privileges (use a port above 1023)'}.get(e.errno, e.strerror)
+            raise ValueError(f"cannot serve on {host}:{port}: {'the port' if e.errno == errno.EADDRINUSE else 'it'} {why}") from None
+    return host, port
 
 # %% ../nbs/00_data.ipynb #41b0a205
 CACHE_VERSION = 2

@@ -277,12 +277,12 @@ def predict_digit(img, model) -> tuple:
 
 # %% ../nbs/06_deploy.ipynb #28eae5c3
 def fit_digits(epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None, bs: int = 64,
-               lr: float = 0.1, seed: int = 42, progress: bool = True) -> dict:
-    "Train the seed's resnet18 recipe on MNIST (or `n_per_digit` images per digit) and save it to `out` (safetensors)"
+               lr: float = 0.1, seed: int = 42, progress: bool = True, n_valid: int | None = None) -> dict:
+    "Train the seed's resnet18 recipe on MNIST (or `n_per_digit` images per digit, `n_valid` testing ones) and save it to `out` (safetensors)"
     epochs, bs, lr = check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
     out = check_out_file(out, '.safetensors')
     with tempfile.TemporaryDirectory(prefix='mnist_subset_') as tmp:
-        path = mnist_path() if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist')
+        path = mnist_path() if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist', n_valid=n_valid)
         set_seed(seed)
         dls = ImageDataLoaders.from_folder(path, train='training', valid='testing', bs=bs)
         learn = vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)

@@ -136,8 +136,8 @@ def _visit(ctx, server, page_name):
 def test_sidebar_lists_every_chapter():
     names = [p.stem for p in sorted((REPO/'nbs').glob('[0-9]*.ipynb'))]
     assert PAGES[0] == 'index.html' and len(PAGES) == len(names) + 1, PAGES
-    for n in names:   # nbdev names a page after the notebook without its number: 00_data -> data.html
-        assert re.sub(r'^\d+_', '', n) + '.html' in PAGES, (n, PAGES)
+    for n in names:   # nbdev names a page after the notebook without its number: 00_data -> data.html, 06b_app -> app.html
+        assert re.sub(r'^\d+[a-zA-Z0-9]*_', '', n) + '.html' in PAGES, (n, PAGES)
 
 
 @pytest.mark.parametrize('page_name', PAGES)
@@ -165,7 +165,7 @@ def _has_math(nb_name: str) -> bool:
 
 def _nb_of(page_name: str) -> str:
     if page_name == 'index.html': return 'index.ipynb'
-    return next(p.name for p in (REPO/'nbs').glob('*.ipynb') if re.sub(r'^\d+_', '', p.stem) + '.html' == page_name)
+    return next(p.name for p in (REPO/'nbs').glob('*.ipynb') if re.sub(r'^\d+[a-zA-Z0-9]*_', '', p.stem) + '.html' == page_name)
 
 
 def _check_link(ctx, server, url: str, where: str):

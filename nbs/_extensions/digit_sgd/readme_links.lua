@@ -19,6 +19,6 @@ function Link(el)
   if stem == nil then return nil end
   local site = site_url()
   if site == nil then return nil end
-  el.target = site .. (stem == 'index' and '' or (stem:gsub('^%d+_', '') .. '.html')) .. frag
+  el.target = site .. (stem == 'index' and '' or (stem:gsub('^%d+%w*_', '') .. '.html')) .. frag
   return el
 end
