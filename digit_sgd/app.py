@@ -8,7 +8,7 @@ import os, shutil
 from pathlib import Path
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from .deploy import DigitModel, load_model, to_mnist_image
 from .data import check_address
 
