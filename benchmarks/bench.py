@@ -46,7 +46,8 @@ def piece_sgd(kind: str) -> dict:
     "2 epochs of SGD at bs 256 on 4 vs 5: the seed's loop (chapter 3's `train_sgd`) or `train_sgd_fast`"
     from digit_sgd.classifier import linear1, accuracy
     from digit_sgd.sgd import train_sgd, DEFAULT_LR
-    from digit_sgd.fast_sgd import train_sgd_fast, sync
+    from digit_sgd.fast_sgd import train_sgd_fast
+    from digit_sgd.profiling import sync
     dev, x, y, valid = _data()
     train = train_sgd if kind == 'seed' else train_sgd_fast
     params = _fresh(dev)
@@ -65,7 +66,7 @@ def piece_vision(kind: str, n_per_digit: int) -> dict:
     from fastai.vision.learner import vision_learner
     from torchvision.models import resnet18
     from digit_sgd.vision import mnist_subset
-    from digit_sgd.fast_sgd import sync
+    from digit_sgd.profiling import sync
     from digit_sgd.fast_vision import tensor_dls, fast_vision_learner, VISION_LR
     n_valid = 50
     if kind == 'seed':
@@ -100,7 +101,8 @@ def piece_memory() -> dict:
     "Memory bandwidth (a large copy) and the fast SGD path's read rate: bytes of images per epoch / epoch time"
     from digit_sgd.classifier import linear1
     from digit_sgd.sgd import DEFAULT_LR
-    from digit_sgd.fast_sgd import train_sgd_fast, memory_bandwidth
+    from digit_sgd.fast_sgd import train_sgd_fast
+    from digit_sgd.profiling import memory_bandwidth
     dev, x, y, valid = _data()
     bw = memory_bandwidth(256, device=dev)
     epoch_secs = []
@@ -215,7 +217,7 @@ def main():
                  f"{mem['epoch_seconds']*1e3:.1f} ms/epoch)", frac >= 0.10))
 
     import torch
-    from digit_sgd.data import machine_info
+    from digit_sgd.checks import machine_info
     head = (f"digit_sgd benchmark on {device}: {machine_info(device)}; torch {torch.__version__}; "
             f"every piece in a fresh process")
     w = [max(len(str(r[i])) for r in rows + [('figure', 'target', 'measured', 'pass')]) for i in range(3)]

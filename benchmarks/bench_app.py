@@ -29,7 +29,7 @@ TARGET_MS = 100
 
 
 def start_server(model: Path, linear: Path | None):
-    from digit_sgd.data import free_port
+    from digit_sgd.checks import free_port
     port = free_port()
     args = ['serve', '--model', str(model), '--port', str(port)] + (['--linear', str(linear)] if linear else ['--no-linear'])
     proc = subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -85,7 +85,8 @@ def main():
     a = ap.parse_args()
     if a.n < 1: ap.error('--n must be >= 1')
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
-    from digit_sgd.data import machine_info, mnist_path
+    from digit_sgd.data import mnist_path
+    from digit_sgd.checks import machine_info
     from digit_sgd.deploy import load_model, fit_digits
     from digit_sgd.fast_sgd import busy_core
     tmp = tempfile.TemporaryDirectory(prefix='digit_sgd_bench_app_')

@@ -4,13 +4,13 @@
 
 # %% ../nbs/06b_app.ipynb #3e8689ad
 from __future__ import annotations
-import os, shutil
+import os, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
 from .deploy import DigitModel, load_model, to_mnist_image
-from .data import check_address
+from .checks import check_address
 
 # %% auto #0
 __all__ = ['APP_REQUIREMENT', 'SPACE_APP', 'digit_probs', 'sketch_image', 'linear_parts', 'heat_map', 'read_digit', 'make_app',
@@ -158,9 +158,15 @@ def serve(model: DigitModel, linear: DigitModel | None = None, host: str = '127.
     "Serve `make_app(model, linear)` on `host:port`; `block=False` returns the running app (stop it with `.close()`)"
     check_address(host, port)
     demo = make_app(model, linear)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block, show_error=True,
-                inline=False,                       # in a notebook: no frame that points at a server gone later
-                max_file_size='20mb', ssr_mode=False, footer_links=[])
+    try:
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=not block, show_error=True,
+                    inline=False,                   # in a notebook: no frame that points at a server gone later
+                    max_file_size='20mb', ssr_mode=False, footer_links=[])
+        while block: time.sleep(0.2)                # until Ctrl-C
+    except KeyboardInterrupt:                       # also while the server starts: its thread would keep the process alive
+        demo.close()
+        if not block: raise
+        print("stopped (Ctrl-C)", flush=True)
     return demo
 
 # %% ../nbs/06b_app.ipynb #ad354b12

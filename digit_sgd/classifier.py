@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 import torch
 from torch import Tensor
-from .data import load_pair, check_lr, check_count
+from .data import load_pair
+from .checks import check_lr, check_count
 from .gd import gd_step, check_finite
 from typing import Callable
 

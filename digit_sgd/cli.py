@@ -5,8 +5,8 @@
 # %% ../nbs/90_cli.ipynb #7687590e
 from __future__ import annotations
 import argparse, configparser, json, os, re, sys
-from .data import (MNISTMissingError, SPLITS, mnist_path, mnist_counts, check_lr, check_count, check_digit,
-                            check_out_file, check_address)
+from .data import MNISTMissingError, SPLITS, mnist_path, mnist_counts
+from .checks import check_lr, check_count, check_digit, check_out_file, check_address
 
 # %% auto #0
 __all__ = ['cmd_data', 'cmd_train', 'cmd_compare', 'cmd_fit', 'cmd_predict', 'cmd_serve', 'build_parser', 'main']
@@ -33,7 +33,7 @@ def cmd_train(args) -> int:
     a, b = r['digits']
     loader = 'fast path' if fast else "the seed's DataLoader"
     how = 'full-batch gradient descent' if r['method'] == 'gd' else f"SGD with batches of {r['bs']} ({loader})"
-    print(f"{r['model']} on {a}s (label 1) vs {b}s (label 0): {how}, {r['epochs']} epochs, lr {r['lr']}, seed {r['seed']}")
+    print(f"{r['model']} on {a}s (label 1) vs {b}s (label 0): {how}, {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}, lr {r['lr']}, seed {r['seed']}")
     print(f"training time {r['seconds']:.2f} s, validation accuracy {r['valid_accuracy']:.4f}")
     if args.json: print(json.dumps(r))
     return 0
@@ -82,7 +82,7 @@ def cmd_fit(args) -> int:
         r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
                        seed=args.seed, progress=not args.quiet)
     else:                                                      # chapter 11: torchrun, one batch of --bs split over them
-        from digit_sgd.parallel import fit_digits_parallel
+        from digit_sgd.parallel_fit import fit_digits_parallel
         r = fit_digits_parallel(args.nproc, epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs,
                                 lr=args.lr, seed=args.seed, progress=not args.quiet)
     on = '' if args.nproc == 1 else f" on {args.nproc} processes"
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
     f.add_argument('--quiet', action='store_true', help='no progress bar')
     f.add_argument('--nproc', type=int, default=1, metavar='N',
-                   help='train data-parallel on N local processes (chapter 11; default: 1, as before)')
+                   help='train data-parallel on N local processes (chapter 12; default: 1, as before)')
     f.set_defaults(func=cmd_fit)
     q = sub.add_parser('predict', help='the digit in each image, with its probability, from a saved model')
     q.add_argument('images', nargs='+', metavar='IMG', help='image files (PNG, JPEG, ...)')
@@ -236,6 +236,6 @@ def main(argv: list[str] | None = None) -> int:
         _check_args(args)
         return args.func(args)
     except (MNISTMissingError, ValueError, OSError, ImportError, RuntimeError, configparser.Error) as e:
-        # OSError: missing files, unreadable images; RuntimeError: a data-parallel run whose worker failed (chapter 11)
+        # OSError: missing files, unreadable images; RuntimeError: a data-parallel run whose worker failed (chapter 12)
         print(f"digit-sgd {args.command}: {e}", file=sys.stderr)
         return 2

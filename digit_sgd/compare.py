@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_compare.ipynb #968bb748
 from __future__ import annotations
-from .data import machine_info, check_count, check_lr   # first: it silences fastai's torch.jit warning
+from .checks import machine_info, check_count, check_lr   # first: it silences fastai's torch.jit warning
 import math, statistics
 from pathlib import Path
 import torch
@@ -13,7 +13,8 @@ from fastai.data.core import DataLoaders
 from .gd import check_finite
 from .classifier import init_linear, linear1, train_gd, pair_data, seeded_params
 from .sgd import DEFAULT_LR, sgd_loader, train_sgd
-from .fast_sgd import PhaseTimer, FastLoader, linear_learner, train_sgd_fast
+from .profiling import PhaseTimer, FastLoader, linear_learner
+from .fast_sgd import train_sgd_fast
 
 # %% auto #0
 __all__ = ['compare', 'format_table', 'times_faster', 'plot_compare']

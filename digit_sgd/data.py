@@ -4,19 +4,15 @@
 
 # %% ../nbs/00_data.ipynb #dd3e13cd
 from __future__ import annotations
-import errno, hashlib, math, numbers, os, socket, time, warnings
+import hashlib, os, socket, warnings
 from pathlib import Path
 from fastcore.foundation import Config
-
-# fastai 2.8.7 calls `torch.jit.script`, which torch 2.14 deprecates with a FutureWarning on every import of fastai.
-# Nothing a reader can act on, so we silence that one message.
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+from .checks import check_digit      # first: it also silences fastai's torch.jit warning (see the appendix)
 
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
-           'mnist_path', 'cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'check_out_file',
-           'free_port', 'check_address', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits',
-           'show_digits', 'pixel_table']
+           'mnist_path', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits',
+           'pixel_table']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
@@ -99,92 +95,6 @@ def mnist_path(download: bool = True) -> Path:
         from fastai.data.external import untar_data, URLs
         path = untar_data(URLs.MNIST)
     return check_mnist(path)
-
-# %% ../nbs/00_data.ipynb #9c316ef2
-def cpu_model() -> str:
-    "The CPU's model name, as the operating system reports it (Linux, macOS or Windows)"
-    import platform, subprocess
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    if platform.system() == 'Darwin':
-        try: return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
-                                   text=True, timeout=5).stdout.strip() or platform.machine()
-        except (OSError, subprocess.SubprocessError): pass
-    return platform.processor() or platform.machine() or 'unknown CPU'
-
-# %% ../nbs/00_data.ipynb #912632f1
-def machine_info(device: str | None = None) -> str:
-    "One line saying what a timing ran on: CPU model, cores, torch threads, CPU kernels, and the GPU if `device` is one"
-    import torch
-    cpu = (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-           f"{torch.backends.cpu.get_cpu_capability()} kernels")
-    d = torch.device(device) if device is not None else None
-    if d is not None and d.type == 'cuda': return f"{torch.cuda.get_device_name(d)} GPU; {cpu}"
-    if d is not None and d.type == 'mps': return f"Apple GPU (mps); {cpu}"
-    return f"{cpu}; no GPU used"
-
-# %% ../nbs/00_data.ipynb #b7efe887
-def check_lr(lr: float, name: str = 'lr') -> float:
-    "`lr` as a float if it is a finite number > 0 (Python's or numpy's), else a `ValueError` that says so"
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {lr!r}")
-    return float(lr)
-
-def check_count(n: int, name: str) -> int:
-    "`n` as an int if it is a positive integer (Python's or numpy's), else a `ValueError` naming `name`"
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
-
-def check_digit(d: int) -> int:
-    "`d` as an int if it is an integer 0-9 (Python's or numpy's), else a `ValueError`"
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 9:
-        raise ValueError(f"digits must be integers 0-9, got {d!r}")
-    return int(d)
-
-# %% ../nbs/00_data.ipynb #405fe80e
-def check_out_file(path, suffix: str | None = None) -> Path:
-    "`path` as an absolute `Path` if a file can be written there (ending in `suffix`, if given), else a clear error"
-    p = Path(os.path.expanduser(path)).absolute()
-    if suffix is not None and p.suffix != suffix:
-        raise ValueError(f"{path}: the file name must end in {suffix}, such as model{suffix}")
-    if p.is_dir(): raise ValueError(f"{path} is a folder: give a file name")
-    if not p.parent.is_dir(): raise FileNotFoundError(f"folder {p.parent} does not exist")
-    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise PermissionError(f"cannot write to {p}")
-    existed = p.exists()
-    try:                                    # os.access says yes to root everywhere (even /proc): try it for real
-        with open(p, 'ab'): pass
-    except OSError as e: raise PermissionError(f"cannot write to {p}: {e.strerror}") from None
-    finally:
-        if not existed and p.exists(): p.unlink()
-    return p
-
-# %% ../nbs/00_data.ipynb #8e060cfb
-def free_port(host: str = '127.0.0.1') -> int:
-    "A TCP port that is free on `host` now"
-    with socket.socket() as s:
-        s.bind((host, 0)); return s.getsockname()[1]
-
-def check_address(host: str, port: int) -> tuple:
-    "`(host, port)` if a server can listen there, else a `ValueError` that says why (in use, not this machine's, ...)"
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be a number from 1 to 65535, got {port!r}")
-    try: infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise ValueError(f"cannot serve on host {host!r}: {getattr(e, 'strerror', None) or e}") from None
-    fam, _, _, _, addr = infos[0]
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try: s.bind(addr)
-        except OSError as e:
-            why = {errno.EADDRINUSE: 'is in use (choose another with --port)',
-                   errno.EADDRNOTAVAIL: 'is not an address of this machine',
-                   errno.EACCES: 'needs privileges (use a port above 1023)'}.get(e.errno, e.strerror)
-            raise ValueError(f"cannot serve on {host}:{port}: {'the port' if e.errno == errno.EADDRINUSE else 'it'} {why}") from None
-    return host, port
 
 # %% ../nbs/00_data.ipynb #41b0a205
 CACHE_VERSION = 2

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json, math, os, tempfile, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
-from .data import mnist_path, check_count, check_digit, check_out_file
+from .data import mnist_path
+from .checks import check_count, check_digit, check_out_file
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -23,7 +24,7 @@ from torchvision.models import resnet18
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
-from .data import check_lr
+from .checks import check_lr
 from .vision import mnist_subset
 
 # %% auto #0
@@ -245,7 +246,10 @@ def to_mnist_image(img) -> Image.Image:
     "Any image (path or PIL) as MNIST draws digits: 28x28 gray, white on black, fitted and centred (rules in the docs)"
     im = _open_image(img)
     if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-        im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
+        rgba = im.convert('RGBA')
+        seen = np.asarray(rgba)[..., 3] > 0                              # the pixels that are not fully transparent
+        light = seen.any() and np.asarray(rgba.convert('L'))[seen].mean() > 127
+        im = Image.alpha_composite(Image.new('RGBA', im.size, 'black' if light else 'white'), rgba)
     g = im.convert('L')
     a = np.asarray(g)
     if np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean() > 127: g = ImageOps.invert(g)

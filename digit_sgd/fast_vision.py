@@ -19,8 +19,8 @@ from fastai.metrics import accuracy as fastai_accuracy
 from fastai.vision.learner import vision_learner
 from torchvision.models import resnet18
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
-from .data import check_lr
-from .fast_sgd import sync, PhaseTimer, FastLoader
+from .checks import check_lr
+from .profiling import sync, PhaseTimer, FastLoader
 from .small_maps import small_map_convs, fused_adam
 
 # %% auto #0

@@ -4,15 +4,15 @@
 
 # %% ../nbs/01_gradient_descent.ipynb #afd11743
 from __future__ import annotations
-import math, numbers
+import math
 from typing import Callable, Sequence
 import torch
 from torch import Tensor
-from .data import check_lr, check_count
+from .checks import check_lr, check_count
 
 # %% auto #0
-__all__ = ['BLOWN_UP', 'quad', 'make_quadratic_data', 'mse', 'quad_grads_by_hand', 'finite_diff_grad', 'Value', 'plot_graph',
-           'DivergedError', 'check_finite', 'gd_step', 'gradient_descent', 'sine']
+__all__ = ['BLOWN_UP', 'quad', 'make_quadratic_data', 'mse', 'quad_grads_by_hand', 'finite_diff_grad', 'DivergedError',
+           'check_finite', 'gd_step', 'gradient_descent', 'sine']
 
 # %% ../nbs/01_gradient_descent.ipynb #0276d419
 def quad(x: Tensor, params: Sequence) -> Tensor:
@@ -55,97 +55,6 @@ def finite_diff_grad(loss_fn: Callable[[Tensor], Tensor], params: Tensor, eps: f
         d = torch.zeros_like(p); d[i] = eps
         grads.append((loss_fn(p + d) - loss_fn(p - d))/(2*eps))
     return torch.stack(grads)
-
-# %% ../nbs/01_gradient_descent.ipynb #daf04f15
-class Value:
-    "A scalar that remembers how it was computed, so that `backward()` can fill in `grad` by the chain rule (micrograd-sized)"
-    def __init__(self, data: float, _prev: tuple = (), _op: str = '', label: str = ''):
-        if isinstance(data, bool) or not isinstance(data, numbers.Real) or not math.isfinite(data):
-            raise ValueError(f"a Value holds one finite real number, got {data!r}")
-        self.data, self.grad, self.label = float(data), 0., label
-        self._prev, self._op, self._backward = _prev, _op, lambda: None
-
-    def __repr__(self): return f"Value({self.data:.4g}, grad={self.grad:.4g}{', ' + self.label if self.label else ''})"
-
-    @staticmethod
-    def _lift(o): return o if isinstance(o, Value) else Value(o)
-
-    def __add__(self, other):
-        other = Value._lift(other); out = Value(self.data + other.data, (self, other), '+')
-        def _backward():                    # d(a+b)/da = d(a+b)/db = 1
-            self.grad += out.grad; other.grad += out.grad
-        out._backward = _backward; return out
-
-    def __mul__(self, other):
-        other = Value._lift(other); out = Value(self.data * other.data, (self, other), '*')
-        def _backward():                    # d(ab)/da = b, d(ab)/db = a
-            self.grad += other.data * out.grad; other.grad += self.data * out.grad
-        out._backward = _backward; return out
-
-    def __pow__(self, k):
-        if isinstance(k, bool) or not isinstance(k, numbers.Real): raise ValueError(f"a Value's power must be a number, got {k!r}")
-        out = Value(self.data ** k, (self,), f'**{k:g}')
-        def _backward(): self.grad += k * self.data ** (k - 1) * out.grad      # d(a^k)/da = k a^(k-1)
-        out._backward = _backward; return out
-
-    def __neg__(self): return self * -1
-    def __sub__(self, other):
-        other = Value._lift(other); out = Value(self.data - other.data, (self, other), '-')
-        def _backward():                    # d(a-b)/da = 1, d(a-b)/db = -1
-            self.grad += out.grad; other.grad -= out.grad
-        out._backward = _backward; return out
-
-    def __truediv__(self, k): return self * (1 / k)
-    __radd__, __rmul__ = __add__, __mul__
-    def __rsub__(self, other): return Value._lift(other) - self
-
-    def backward(self) -> None:
-        "Set `grad` of every Value this one was computed from to d(self)/d(that Value), by the chain rule in reverse order"
-        order, seen = [], set()
-        def visit(v):                       # a topological order: every Value after the ones it was computed from
-            if id(v) not in seen:
-                seen.add(id(v))
-                for p in v._prev: visit(p)
-                order.append(v)
-        visit(self)
-        for v in order: v.grad = 0.
-        self.grad = 1.                      # d(self)/d(self)
-        for v in reversed(order): v._backward()
-
-
-# %% ../nbs/01_gradient_descent.ipynb #c9c34289
-def plot_graph(root: Value, title: str = ''):
-    "Draw the computation graph that led to `root`: one box per Value (label, data, grad), arrows from inputs to results"
-    import matplotlib.pyplot as plt
-    if not isinstance(root, Value): raise ValueError(f"plot_graph draws a Value's graph, got {type(root).__name__}")
-    dist, order = {id(root): 0}, [root]           # dist: the longest path to `root`, so every arrow points right
-    for v in order:
-        for p in v._prev:
-            if dist.get(id(p), -1) < dist[id(v)] + 1:
-                dist[id(p)] = dist[id(v)] + 1; order.append(p)
-    nodes = list({id(v): v for v in order}.values())
-    ys, next_leaf = {}, [0]
-    def place(v):                                 # leaves one below the other, each result beside its inputs
-        if id(v) in ys: return ys[id(v)]
-        if not v._prev: ys[id(v)] = next_leaf[0]; next_leaf[0] += 1
-        else: ys[id(v)] = sum(place(p) for p in v._prev)/len(v._prev)
-        return ys[id(v)]
-    place(root)
-    pos = {id(v): (-dist[id(v)], -ys[id(v)]) for v in nodes}
-    n_cols = max(dist.values()) + 1
-    _, ax = plt.subplots(figsize=(1.7*n_cols + 0.5, 0.75*next_leaf[0] + 0.6))
-    for v in nodes:
-        for p in v._prev:
-            ax.annotate('', xy=pos[id(v)], xytext=pos[id(p)], arrowprops=dict(arrowstyle='->', color='gray', shrinkA=28, shrinkB=28))
-    for v in nodes:
-        name = v.label or v._op or 'const'
-        ax.text(*pos[id(v)], f"{name}\ndata {v.data:.3g}\ngrad {v.grad:.3g}", ha='center', va='center', fontsize=7,
-                bbox=dict(boxstyle='round', fc='lightyellow' if not v._prev else 'white', ec='gray'))
-    xs, ys = zip(*pos.values())
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6); ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7); ax.axis('off')
-    if title: ax.set_title(title, fontsize=9)
-    return ax.figure
-
 
 # %% ../nbs/01_gradient_descent.ipynb #e063e7e3
 class DivergedError(ValueError):

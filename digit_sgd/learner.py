@@ -14,7 +14,7 @@ from fastai.optimizer import SGD
 from fastai.learner import Learner
 import fastai.callback.progress        # importing it makes the progress bar a default `Learner` callback
 from .classifier import mnist_loss, batch_accuracy
-from .data import check_lr
+from .checks import check_lr
 from .sgd import DEFAULT_LR
 from typing import Callable
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 import torch
 from torch import Tensor
-from .data import check_count
+from .checks import check_count
 from fastai.data.load import DataLoader
 from fastai.torch_core import default_device
 from .gd import gd_step, check_finite
 from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, accuracy, train_gd, check_targets
-from .data import check_lr
+from .checks import check_lr
 from .classifier import pair_data, seeded_params
 from typing import Callable
 

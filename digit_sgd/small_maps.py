@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_small_maps.ipynb #a1dd2d31
 from __future__ import annotations
-from .data import check_lr   # first: it silences fastai's torch.jit warning
+from .checks import check_lr   # first: it silences fastai's torch.jit warning
 import functools
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,13 @@ def tap_selector(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple, d
 
 class SmallMapConv2d(nn.Conv2d):
     "`nn.Conv2d` that runs as one matrix product on maps with fewer pixels than the kernel has taps (the same function)"
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple, stride: int | tuple = 1,
+                 padding: int | tuple | str = 0, dilation: int | tuple = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = 'zeros', device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        "The arguments of `nn.Conv2d`; `small_map_convs` converts an existing model's convolutions instead"
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device=device, dtype=dtype)
+
     def small(self, x: Tensor) -> bool:
         "Does `x` take the matrix route? (fewer pixels than taps; plain zero padding, no groups, no dilation)"
         return (x.shape[-2]*x.shape[-1] < self.kernel_size[0]*self.kernel_size[1] and self.groups == 1

@@ -211,7 +211,7 @@ def test_show_doc_for_every_export(ctx, server):
     assert not missing, f"exports without a show_doc entry: {missing}"
 
 
-@pytest.mark.parametrize('word,page', [('SGD', 'sgd.html'), ('FastLoader', 'fast_sgd.html')])
+@pytest.mark.parametrize('word,page', [('SGD', 'sgd.html'), ('FastLoader', 'profiling.html')])
 def test_search(ctx, server, word, page):
     p = ctx.new_page()
     p.goto(server + 'index.html', wait_until='load')

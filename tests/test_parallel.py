@@ -1,7 +1,8 @@
-"""Process-level checks of digit_sgd.parallel (chapter 11): bad input fails fast, a failing worker gives one line and leaves nothing behind."""
+"""Process-level checks of digit_sgd.parallel_fit (chapter 12): bad input fails fast, a failing worker gives one line and leaves nothing behind."""
 import sys
 import psutil, pytest
-from digit_sgd.parallel import fit_digits_parallel, launch_workers, max_nproc
+from digit_sgd.parallel import max_nproc
+from digit_sgd.parallel_fit import fit_digits_parallel, launch_workers
 
 @pytest.mark.parametrize('kw,msg', [(dict(nproc=0), 'nproc must be a positive integer'),
                                     (dict(nproc=max_nproc() + 1), 'nproc must be at most'),
