@@ -131,7 +131,6 @@ def linear_learner(dls: DataLoaders, params, lr: float = DEFAULT_LR, cbs: list |
 # %% ../nbs/07_profiling.ipynb #cf0f09cf
 def phase_table(profiles: dict) -> pd.DataFrame:
     "Milliseconds per epoch in each of `PHASES`, one row per loop (`profiles`: name -> seconds per phase), with a total"
-    import pandas as pd
     if not profiles: raise ValueError("profiles must name at least one loop")
     for name, prof in profiles.items():
         missing = [ph for ph in PHASES if ph not in prof]
@@ -209,7 +208,6 @@ class FastLoader:
 def phase_bars(df, xlabel: str, title: str, height: float = 3):
     "One horizontal bar per row of the DataFrame `df` (milliseconds per phase), split into `PHASES`"
     import matplotlib.pyplot as plt
-    import pandas as pd
     missing = [ph for ph in PHASES if ph not in df.columns]
     if missing: raise ValueError(f"df needs a column per phase, missing {missing}")
     fig, ax = plt.subplots(figsize=(10, height))
