@@ -44,38 +44,32 @@ def _fresh(dev):
 
 def piece_sgd(kind: str) -> dict:
     "2 epochs of SGD at bs 256 on 4 vs 5: the seed's loop (chapter 3's `train_sgd`) or `train_sgd_fast`"
-    from digit_sgd.classifier import linear1, accuracy
+    from digit_sgd.classifier import linear1, model_accuracy
     from digit_sgd.sgd import train_sgd, DEFAULT_LR
     from digit_sgd.fast_sgd import train_sgd_fast
-    from digit_sgd.profiling import sync
+    from digit_sgd.checks import sync
     dev, x, y, valid = _data()
     train = train_sgd if kind == 'seed' else train_sgd_fast
     params = _fresh(dev)
     sync(dev); t0 = time.perf_counter()
     train(linear1, params, x, y, DEFAULT_LR, 2, 256)
     sync(dev); secs = time.perf_counter() - t0
-    return dict(seconds=secs, accuracy=accuracy(linear1, params, *valid), device=str(dev))
+    return dict(seconds=secs, accuracy=model_accuracy(linear1, params, *valid), device=str(dev))
 
 def piece_vision(kind: str, n_per_digit: int) -> dict:
     "One cycle of resnet18 on `n_per_digit` training images per digit: the seed's recipe (PNG folder) or the tensor path"
     import shutil, tempfile
-    import torch.nn.functional as F
     from fastai.torch_core import set_seed
-    from fastai.metrics import accuracy
-    from fastai.vision.data import ImageDataLoaders
-    from fastai.vision.learner import vision_learner
-    from torchvision.models import resnet18
     from digit_sgd.vision import mnist_subset
-    from digit_sgd.profiling import sync
+    from digit_sgd.deploy import seed_learner
+    from digit_sgd.checks import sync
     from digit_sgd.fast_vision import tensor_dls, fast_vision_learner, VISION_LR
     n_valid = 50
     if kind == 'seed':
         tmp = Path(tempfile.mkdtemp(prefix='bench_'))
         sub = mnist_subset(n_per_digit, seed=42, dest=tmp/'mnist', n_valid=n_valid)
-        set_seed(42)
-        dls = ImageDataLoaders.from_folder(sub, train='training', valid='testing')
-        learn = vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)
-        lr = 0.1
+        learn = seed_learner(sub, seed=42)           # the seed's recipe, as `digit-sgd fit` runs it
+        dls, lr = learn.dls, 0.1
     else:
         dls = tensor_dls(n_per_digit=n_per_digit, n_valid=n_valid, seed=42)
         set_seed(42)

@@ -12,6 +12,20 @@ from PIL import Image
 from .deploy import DigitModel, load_model, to_mnist_image
 from .checks import check_address
 
+def _check_model(model) -> None:
+    "A clear `TypeError` for anything but a `DigitModel`"
+    if not isinstance(model, DigitModel): raise TypeError(f"expected a DigitModel (see load_model), got {type(model).__name__}")
+
+def _check_im28(im28) -> None:
+    "A clear `ValueError` for anything but the 28x28 PIL image that `to_mnist_image` makes"
+    if not isinstance(im28, Image.Image) or im28.size != (28, 28):
+        raise ValueError(f"expected a 28x28 PIL image from to_mnist_image, got {getattr(im28, 'size', type(im28).__name__)}")
+
+def _check_linear(model) -> None:
+    "A clear `ValueError` for anything but chapter 4's linear two-digit model"
+    if not (isinstance(model, DigitModel) and model.meta['arch'] == 'digit_net' and model.meta['arch_args'].get('kind') == 'linear'):
+        raise ValueError(f"expected a linear two-digit model (chapter 4's digit_net('linear')), got {model}")
+
 # %% auto #0
 __all__ = ['APP_REQUIREMENT', 'SPACE_APP', 'digit_probs', 'sketch_image', 'linear_parts', 'heat_map', 'read_digit', 'make_app',
            'serve', 'space_files']
@@ -19,9 +33,7 @@ __all__ = ['APP_REQUIREMENT', 'SPACE_APP', 'digit_probs', 'sketch_image', 'linea
 # %% ../nbs/06b_app.ipynb #208710ef
 def digit_probs(im28: Image.Image, model: DigitModel) -> dict:
     "`{'digit': probability}` for every digit `model` knows, for a 28x28 image from `to_mnist_image`"
-    if not isinstance(model, DigitModel): raise TypeError(f"expected a DigitModel (see load_model), got {type(model).__name__}")
-    if not isinstance(im28, Image.Image) or im28.size != (28, 28):
-        raise ValueError(f"expected a 28x28 PIL image from to_mnist_image, got {getattr(im28, 'size', type(im28).__name__)}")
+    _check_model(model); _check_im28(im28)                   # one clear line for a wrong argument
     x = model.prepare([im28.convert('L')]).to(next(model.model.parameters()).device)
     with torch.no_grad(): out = model.model.eval()(x).float().cpu()[0]
     c = model.classes
@@ -43,14 +55,12 @@ def sketch_image(value) -> Image.Image | Path | None:
 # %% ../nbs/06b_app.ipynb #add3125c
 def linear_parts(im28: Image.Image, model: DigitModel) -> tuple:
     "`(weights, contributions, bias)` of a linear two-digit model: 28x28 arrays of $w_i$ and $w_i x_i$ for `im28`"
-    if not (isinstance(model, DigitModel) and model.meta['arch'] == 'digit_net' and model.meta['arch_args'].get('kind') == 'linear'):
-        raise ValueError(f"expected a linear two-digit model (chapter 4's digit_net('linear')), got {model}")
-    if not isinstance(im28, Image.Image) or im28.size != (28, 28):
-        raise ValueError(f"expected a 28x28 PIL image from to_mnist_image, got {getattr(im28, 'size', type(im28).__name__)}")
+    _check_linear(model); _check_im28(im28)
     w = model.model.weight.detach().float().cpu().reshape(28, 28).numpy()
     x = model.prepare([im28.convert('L')]).reshape(28, 28).cpu().numpy()
     return w, w*x, float(model.model.bias.detach().float().cpu()[0])
 
+# %% ../nbs/06b_app.ipynb #78def1b3
 def heat_map(a: np.ndarray, vmax: float | None = None, scale: int = 8) -> np.ndarray:
     "`a` as RGB pixels (uint8) on a blue-white-red scale centred on 0 (red > 0), each value a `scale`-pixel square"
     import matplotlib
@@ -107,7 +117,7 @@ def _as_outputs(r: dict) -> tuple:
 def make_app(model: DigitModel, linear: DigitModel | None = None):
     "A Gradio app (`gr.Blocks`): draw or upload a digit, see `model`'s top 3 and, with `linear`, its pixel-by-pixel view"
     gr = _gradio()
-    if not isinstance(model, DigitModel): raise TypeError(f"expected a DigitModel (see load_model), got {type(model).__name__}")
+    _check_model(model)
     if linear is not None: linear_parts(Image.new('L', (28, 28)), linear)          # a clear error now, not per request
     def answer(value):
         try: return _as_outputs(read_digit(value, model, linear))

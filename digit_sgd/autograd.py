@@ -18,8 +18,6 @@ class Value:
         self.data, self.grad, self.label = float(data), 0., label
         self._prev, self._op, self._backward = _prev, _op, lambda: None
 
-    def __repr__(self): return f"Value({self.data:.4g}, grad={self.grad:.4g}{', ' + self.label if self.label else ''})"
-
     @staticmethod
     def _lift(o): return o if isinstance(o, Value) else Value(o)
 
@@ -41,17 +39,6 @@ class Value:
         def _backward(): self.grad += k * self.data ** (k - 1) * out.grad      # d(a^k)/da = k a^(k-1)
         out._backward = _backward; return out
 
-    def __neg__(self): return self * -1
-    def __sub__(self, other):
-        other = Value._lift(other); out = Value(self.data - other.data, (self, other), '-')
-        def _backward():                    # d(a-b)/da = 1, d(a-b)/db = -1
-            self.grad += out.grad; other.grad -= out.grad
-        out._backward = _backward; return out
-
-    def __truediv__(self, k): return self * (1 / k)
-    __radd__, __rmul__ = __add__, __mul__
-    def __rsub__(self, other): return Value._lift(other) - self
-
     def backward(self) -> None:
         "Set `grad` of every Value this one was computed from to d(self)/d(that Value), by the chain rule in reverse order"
         order, seen = [], set()
@@ -65,6 +52,20 @@ class Value:
         self.grad = 1.                      # d(self)/d(self)
         for v in reversed(order): v._backward()
 
+# %% ../nbs/01b_autograd.ipynb #587bb2de
+# The rest of Value's arithmetic, built like `+` and `*` above (off the page)
+def _sub(self, other):
+    other = Value._lift(other); out = Value(self.data - other.data, (self, other), '-')
+    def _backward():                    # d(a-b)/da = 1, d(a-b)/db = -1
+        self.grad += out.grad; other.grad -= out.grad
+    out._backward = _backward; return out
+
+Value.__sub__ = _sub
+Value.__neg__ = lambda self: self * -1
+Value.__truediv__ = lambda self, k: self * (1 / k)
+Value.__radd__, Value.__rmul__ = Value.__add__, Value.__mul__
+Value.__rsub__ = lambda self, other: Value._lift(other) - self
+Value.__repr__ = lambda self: f"Value({self.data:.4g}, grad={self.grad:.4g}{', ' + self.label if self.label else ''})"
 
 # %% ../nbs/01b_autograd.ipynb #c9c34289
 def plot_graph(root: Value, title: str = ''):

@@ -13,7 +13,8 @@ from pathlib import Path
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'check_out_file', 'free_port', 'check_address']
+__all__ = ['cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'sync', 'time_in_turn', 'check_out_file',
+           'free_port', 'check_address']
 
 # %% ../nbs/91_checks.ipynb #9c316ef2
 def cpu_model() -> str:
@@ -58,6 +59,40 @@ def check_digit(d: int) -> int:
     if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 9:
         raise ValueError(f"digits must be integers 0-9, got {d!r}")
     return int(d)
+
+# %% ../nbs/91_checks.ipynb #6bb67fe0
+def sync(device=None) -> None:
+    "Wait for the work queued on `device` (default: the GPU, if any); GPUs run kernels asynchronously, a CPU doesn't"
+    import torch
+    if device is None: device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    d = torch.device(device)
+    if d.type == 'cuda': torch.cuda.synchronize(d)
+    elif d.type == 'mps': torch.mps.synchronize()
+
+def time_in_turn(fns: dict, n: int = 5, warmup: int = 1, device: str | None = None, quiet: bool = False):
+    "Median, fastest and slowest seconds of each function in `fns` over `n` runs in turn, after `warmup` rounds"
+    import statistics, time
+    import pandas as pd
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise ValueError("fns must be a non-empty dict of name: zero-argument function")
+    n = check_count(n, 'n')
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    secs, extra = {k: [] for k in fns}, {}
+    for _ in range(warmup):
+        for f in fns.values(): f()
+    for _ in range(n):
+        for k, f in fns.items():
+            sync(device); t0 = time.perf_counter(); r = f(); sync(device)
+            secs[k].append(time.perf_counter() - t0)
+            if isinstance(r, numbers.Real) and not isinstance(r, bool): r = {'result': r}
+            if isinstance(r, dict): extra[k] = {c: v for c, v in r.items() if isinstance(v, numbers.Real)}
+    med = {k: statistics.median(v) for k, v in secs.items()}
+    df = pd.DataFrame([dict(run=k, median_s=med[k], min_s=min(v), max_s=max(v), x_fastest=med[k]/min(med.values()),
+                            **extra.get(k, {})) for k, v in secs.items()]).set_index('run')
+    df.attrs.update(runs=secs, machine=machine_info(device))
+    if not quiet: print(f"median of {n} runs in turn; {df.attrs['machine']}")
+    return df
 
 # %% ../nbs/91_checks.ipynb #405fe80e
 def check_out_file(path, suffix: str | None = None) -> Path:

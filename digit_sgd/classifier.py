@@ -14,7 +14,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['INIT_STD', 'pair_data', 'init_params', 'init_linear', 'linear1', 'seeded_params', 'check_targets', 'mnist_loss',
-           'batch_accuracy', 'accuracy', 'train_gd', 'plot_history', 'init_simple_net', 'simple_net']
+           'batch_accuracy', 'model_accuracy', 'train_gd', 'plot_history', 'init_simple_net', 'simple_net']
 
 # %% ../nbs/02_digit_classifier.ipynb #2e558dbe
 def pair_data(pos: int = 5, neg: int = 4, device: torch.device | str | None = None) -> tuple:
@@ -32,11 +32,18 @@ def init_params(size, std: float = INIT_STD) -> Tensor:
     check_lr(std, 'std')                  # the same rule as a learning rate: a finite number > 0
     return (torch.randn(size)*std).requires_grad_()
 
-# %% ../nbs/02_digit_classifier.ipynb #6160b3ba
+# %% ../nbs/02_digit_classifier.ipynb #0afe8a88
 def _check_x(xb: Tensor, n_in: int) -> None:
     if xb.ndim != 2 or xb.shape[1] != n_in:
         raise ValueError(f"expected a batch of shape [N, {n_in}], got {list(xb.shape)}")
 
+def _check_linear(xb: Tensor, weights: Tensor, bias: Tensor) -> None:
+    if weights.ndim != 2 or weights.shape[1] != 1 or bias.shape != (1,):
+        raise ValueError(f"linear1 gives one score per image: weights must be [n_in, 1] and bias [1], "
+                         f"got {list(weights.shape)} and {list(bias.shape)}")
+    _check_x(xb, weights.shape[0])
+
+# %% ../nbs/02_digit_classifier.ipynb #6160b3ba
 def init_linear(std: float = INIT_STD, n_in: int = 28*28) -> list:
     "`[weights, bias]` of a linear model on `n_in` inputs"
     return [init_params((n_in, 1), std), init_params(1, std)]
@@ -44,10 +51,7 @@ def init_linear(std: float = INIT_STD, n_in: int = 28*28) -> list:
 def linear1(xb: Tensor, params) -> Tensor:
     "The seed's linear model: `xb@weights + bias`, one score per row of `xb` (a *logit*: any real number; the sigmoid makes it a probability)"
     weights, bias = params
-    if weights.ndim != 2 or weights.shape[1] != 1 or bias.shape != (1,):
-        raise ValueError(f"linear1 gives one score per image: weights must be [n_in, 1] and bias [1], "
-                         f"got {list(weights.shape)} and {list(bias.shape)}")
-    _check_x(xb, weights.shape[0])
+    _check_linear(xb, weights, bias)
     return xb@weights + bias
 
 # %% ../nbs/02_digit_classifier.ipynb #78857923
@@ -59,13 +63,14 @@ def seeded_params(init: Callable, seed: int = 42, device: torch.device | str | N
     device = default_device() if device is None else device
     return [p.to(device).detach().requires_grad_() for p in init(**kwargs)]
 
-# %% ../nbs/02_digit_classifier.ipynb #4b50c90d
+# %% ../nbs/02_digit_classifier.ipynb #75cf8424
 def check_targets(y: Tensor) -> Tensor:
     "`y` if it holds only 0/1 labels (1 for one digit, 0 for the other), else a `ValueError`: what `mnist_loss` needs"
     if not ((y == 0) | (y == 1)).all():
         raise ValueError(f"mnist_loss needs 0/1 targets (1 for one digit, 0 for the other), got values {y.unique()[:5].tolist()}")
     return y
 
+# %% ../nbs/02_digit_classifier.ipynb #4b50c90d
 def mnist_loss(predictions: Tensor, targets: Tensor) -> Tensor:
     "The seed's loss: mean distance between `sigmoid(predictions)` and 0/1 `targets`"
     if predictions.shape != targets.shape:
@@ -80,17 +85,23 @@ def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
     correct = (preds > 0.5) == yb
     return correct.float().mean()
 
+# %% ../nbs/02_digit_classifier.ipynb #735ba8e6
+def _check_fit(x: Tensor, y: Tensor, lr: float, epochs: int, loss_func: Callable) -> int:
+    "`epochs` as an int, after checking `lr`, `epochs`, the rows of `x` and `y`, and the targets `mnist_loss` needs"
+    check_lr(lr); epochs = check_count(epochs, 'epochs')
+    if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if loss_func is mnist_loss: check_targets(y)
+    return epochs
+
 # %% ../nbs/02_digit_classifier.ipynb #2f23fd9c
-def accuracy(model, params, x: Tensor, y: Tensor) -> float:
+def model_accuracy(model, params, x: Tensor, y: Tensor) -> float:
     "Validation accuracy of `model(x, params)` against 0/1 targets `y`, without tracking gradients"
     with torch.no_grad(): return batch_accuracy(model(x, params), y).item()
 
 def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid: tuple | None = None,
              loss_func: Callable = mnist_loss) -> dict:
     "Full-batch gradient descent for `epochs` steps; returns the history: epoch, loss, valid_acc, seconds; `DivergedError` if the loss blows up"
-    check_lr(lr); epochs = check_count(epochs, 'epochs')
-    if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    if loss_func is mnist_loss: check_targets(y)
+    epochs = _check_fit(x, y, lr, epochs, loss_func)          # turn away bad arguments (hidden cell above)
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
     for epoch in range(1, epochs+1):
@@ -101,7 +112,7 @@ def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid:
         secs += time.perf_counter() - t0
         check_finite(loss.item(), params, lr, f"epoch {epoch}")      # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss.item()); hist['seconds'].append(secs)
-        hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
+        hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))
     return hist
 
 # %% ../nbs/02_digit_classifier.ipynb #1515e7af
@@ -126,7 +137,7 @@ def plot_history(hists: dict, title: str = '', panels=(('epoch', 'loss'), ('epoc
 # %% ../nbs/02_digit_classifier.ipynb #ed2f9c60
 def init_simple_net(n_hidden: int = 50, std: float = INIT_STD, n_in: int = 28*28) -> list:
     "`[w1, b1, w2, b2]` of `simple_net` with `n_hidden` hidden units"
-    if n_hidden < 1: raise ValueError(f"n_hidden must be >= 1, got {n_hidden}")
+    n_hidden = check_count(n_hidden, 'n_hidden')
     return [init_params((n_in, n_hidden), std), init_params(n_hidden, std),
             init_params((n_hidden, 1), std), init_params(1, std)]
 

@@ -33,12 +33,13 @@ def cmd_train(args) -> int:
     a, b = r['digits']
     loader = 'fast path' if fast else "the seed's DataLoader"
     how = 'full-batch gradient descent' if r['method'] == 'gd' else f"SGD with batches of {r['bs']} ({loader})"
-    print(f"{r['model']} on {a}s (label 1) vs {b}s (label 0): {how}, {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}, lr {r['lr']}, seed {r['seed']}")
-    print(f"training time {r['seconds']:.2f} s, validation accuracy {r['valid_accuracy']:.4f}")
+    print(f"{r['model']} on {a}s (label 1) vs {b}s (label 0): {how}")
+    print(f"{r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}, lr {r['lr']}, seed {r['seed']}: "
+          f"training time {r['seconds']:.2f} s, validation accuracy {r['valid_accuracy']:.4f}")
     if args.json: print(json.dumps(r))
     return 0
 
-# %% ../nbs/90_cli.ipynb #460e009e
+# %% ../nbs/90_cli.ipynb #529bb1ba
 def _check_device(name: str) -> None:
     "A clear `ValueError` for a device that is not a device, or not on this machine (before any data is loaded)"
     if not re.fullmatch(r'cpu|cuda(:\d+)?|mps', name):
@@ -51,6 +52,7 @@ def _check_device(name: str) -> None:
     if name == 'mps' and not torch.backends.mps.is_available():
         raise ValueError("device 'mps': this machine has no Apple GPU that PyTorch can use (try --device cpu)")
 
+# %% ../nbs/90_cli.ipynb #460e009e
 def cmd_compare(args) -> int:
     "`digit-sgd compare`: GD, SGD and fastai's `Learner` on two digits: a table, and a plot saved to `--out`"
     out = None if args.no_plot else check_out_file(args.out)
@@ -61,8 +63,8 @@ def cmd_compare(args) -> int:
     by = {r['method']: r for r in rows}
     gd, seed, fast = by['full-batch GD'], by["SGD, seed's DataLoader"], by['SGD, fast path']
     a, b = args.digits
-    print(f"linear model on {a}s (label 1) vs {b}s (label 0), lr {args.lr}, seed {args.seed}; seconds of training "
-          f"(validation not counted), median of {args.repeats} runs in turn")
+    print(f"linear model on {a}s (label 1) vs {b}s (label 0), lr {args.lr}, seed {args.seed}")
+    print(f"seconds of training (validation not counted), median of {args.repeats} runs in turn")
     print(f"on {rows[0]['machine']}")
     print(format_table(rows))
     print(f"SGD, fast path: {times_faster(seed['seconds'], fast['seconds'])} than on the seed's DataLoader, "
@@ -81,7 +83,7 @@ def cmd_fit(args) -> int:
         from digit_sgd.deploy import fit_digits
         r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
                        seed=args.seed, progress=not args.quiet)
-    else:                                                      # chapter 11: torchrun, one batch of --bs split over them
+    else:                                                      # chapter 12: torchrun, one batch of --bs split over them
         from digit_sgd.parallel_fit import fit_digits_parallel
         r = fit_digits_parallel(args.nproc, epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs,
                                 lr=args.lr, seed=args.seed, progress=not args.quiet)
@@ -90,6 +92,7 @@ def cmd_fit(args) -> int:
     print(f"model saved to {r['path']}")
     return 0
 
+# %% ../nbs/90_cli.ipynb #b40aba58
 def cmd_predict(args) -> int:
     "`digit-sgd predict`: one line per image with the digit and its probability"
     for f in args.images:                                     # the cheap checks, before torch and fastai load

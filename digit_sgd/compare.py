@@ -19,7 +19,7 @@ from .fast_sgd import train_sgd_fast
 # %% auto #0
 __all__ = ['compare', 'format_table', 'times_faster', 'plot_compare']
 
-# %% ../nbs/08_compare.ipynb #e7e40fef
+# %% ../nbs/08_compare.ipynb #f271cdc2
 def _learner_run(dls, params, lr: float, epochs: int) -> dict:
     "Chapter 4's `Learner` from `params` for `epochs`: the history of training seconds and validation accuracy"
     timer = PhaseTimer()
@@ -30,6 +30,7 @@ def _learner_run(dls, params, lr: float, epochs: int) -> dict:
     return dict(epoch=list(range(1, epochs+1)), valid_acc=[float(v[2]) for v in learn.recorder.values],
                 seconds=secs)
 
+# %% ../nbs/08_compare.ipynb #e7e40fef
 def compare(digits=(5, 4), gd_epochs: int = 100, sgd_epochs: int = 2, bs: int = 256, lr: float = DEFAULT_LR,
             seed: int = 42, device: torch.device | str | None = None, warmup: bool = True, repeats: int = 3) -> list:
     "Train `linear1` on two `digits` with GD, SGD (seed's loader, fast path) and fastai's `Learner`, `repeats` times in turn: one row per method"

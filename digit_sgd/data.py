@@ -53,9 +53,10 @@ def _extract_hint(data: Path) -> str:
     return f'mkdir -p "{data}" && tar -xzf mnist_png.tgz -C "{data}"'
 
 def _missing_msg(path: Path) -> str:
-    return (f"MNIST is not at {path}, and it was not downloaded (no network, or downloads turned off).\n"
+    return (f"MNIST is not at {path},\nand it was not downloaded (no network, or downloads turned off).\n"
             f"Fix it one of two ways:\n"
-            f"  1. go online once: `digit-sgd data` (or fastai's untar_data(URLs.MNIST)) downloads it (15 MB);\n"
+            f"  1. go online once: `digit-sgd data` (or fastai's untar_data(URLs.MNIST))\n"
+            f"     downloads it (15 MB);\n"
             f"  2. offline: extract mnist_png.tgz into $FASTAI_HOME/data:\n"
             f"       {_extract_hint(path.parent)}")
 
@@ -67,7 +68,7 @@ def _incomplete_msg(path: Path, counts: dict) -> str:
     empty = sum(counts[s][d] == 0 for s,d in cells)
     parts = short[:3] + [f"{len(short)-3} more folders short"]*(len(short) > 3) + \
             [f"{empty} of 20 digit folders empty or missing"]*(empty > 0)
-    return (f"MNIST at {path} is incomplete: it holds {have:,} of 70,000 images ({'; '.join(parts)}).\n"
+    return (f"MNIST at {path} is incomplete: it holds {have:,} of 70,000 images\n({'; '.join(parts)}).\n"
             f"Delete it and extract mnist_png.tgz again:\n"
             f'  rm -rf "{path}" && tar -xzf mnist_png.tgz -C "{path.parent}"')
 
@@ -80,13 +81,14 @@ def check_mnist(path: Path) -> Path:
     if counts != MNIST_COUNTS: raise MNISTMissingError(_incomplete_msg(path, counts))
     return path
 
-# %% ../nbs/00_data.ipynb #50e675f4
+# %% ../nbs/00_data.ipynb #d5a1fef4
 def _online(host: str = 's3.amazonaws.com', port: int = 443, timeout: float = 1.0) -> bool:
     "Can we open a connection to the host that serves `URLs.MNIST`?"
     try:
         with socket.create_connection((host, port), timeout=timeout): return True
     except OSError: return False
 
+# %% ../nbs/00_data.ipynb #50e675f4
 def mnist_path(download: bool = True) -> Path:
     "Path to the complete `mnist_png` folder, downloaded with `untar_data(URLs.MNIST)` if missing and `download`"
     path = fastai_data_dir()/'mnist_png'
@@ -96,9 +98,7 @@ def mnist_path(download: bool = True) -> Path:
         path = untar_data(URLs.MNIST)
     return check_mnist(path)
 
-# %% ../nbs/00_data.ipynb #41b0a205
-CACHE_VERSION = 2
-
+# %% ../nbs/00_data.ipynb #242ed238
 def cache_dir() -> Path:
     "Folder of the tensor cache: `<fastai data>/digit_sgd_cache`"
     return fastai_data_dir()/'digit_sgd_cache'
@@ -106,6 +106,9 @@ def cache_dir() -> Path:
 def _check_split(split: str) -> str:
     if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
+
+# %% ../nbs/00_data.ipynb #41b0a205
+CACHE_VERSION = 2
 
 def _fingerprint(folder: Path) -> dict:
     "The number of PNGs in `folder` and a hash of every PNG's name, size and modification time"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, math, os, tempfile, time, warnings
 from contextlib import nullcontext
+from fastcore.basics import patch
 from pathlib import Path
 from .data import mnist_path
 from .checks import check_count, check_digit, check_out_file
@@ -25,11 +26,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
 from .checks import check_lr
+from .gd import check_finite
 from .vision import mnist_subset
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_VERSION', 'MAX_PIXELS', 'DigitModel', 'save_model', 'load_model', 'to_mnist_image',
-           'predict_digits', 'predict_digit', 'fit_digits', 'predict_files']
+           'predict_digits', 'predict_digit', 'seed_learner', 'fit_recipe', 'fit_digits', 'predict_files']
 
 # %% ../nbs/06_deploy.ipynb #cbfa7179
 MODEL_FORMAT, MODEL_VERSION = 'digit_sgd.model', 1
@@ -73,6 +75,11 @@ def _check_meta(meta, where: str = 'model') -> dict:
     if not ok: bad(f"arch_args {args} do not fit a {arch} with a {out} output for digits {classes}")
     return meta
 
+# %% ../nbs/06_deploy.ipynb #253726e0
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else ''
+
 # %% ../nbs/06_deploy.ipynb #90342b43
 def _arch_of(model: nn.Module) -> tuple:
     "`(name, arch_args)` of the builder in `_arch_builders` that makes exactly `model`'s layers and weight shapes"
@@ -88,40 +95,73 @@ def _arch_of(model: nn.Module) -> tuple:
     raise ValueError(f"cannot save a {type(model).__name__}: it is none of the networks this library can rebuild "
                      f"({', '.join(builders)})")
 
+def _meta_of(learn: Learner) -> dict:
+    "The description of `learn`'s network: the ten-digit resnet (softmax) or a `mnist_learner` (one sigmoid score)"
+    digits = getattr(learn, 'digits', None)
+    if digits is not None and len(digits) == 2:                   # chapter 4: one score, label 1 = digits[0]
+        classes, output, channels, flatten = [check_digit(d) for d in digits], 'sigmoid', 1, True
+    else:
+        vocab = getattr(learn.dls, 'vocab', None)
+        if vocab is None:
+            raise ValueError("this Learner does not say which digits it predicts: set learn.digits = (label-1 digit, "
+                             "label-0 digit), or train it on folders named 0-9")
+        if not all(str(v).isdigit() for v in vocab): raise ValueError(f"this Learner's classes are not digits: {list(vocab)}")
+        classes, output, channels, flatten = [check_digit(int(v)) for v in vocab], 'softmax', 3, False
+    norms = [t for t in getattr(getattr(learn.dls, 'after_batch', None), 'fs', []) if isinstance(t, Normalize)]
+    mean, std = ((norms[0].mean.flatten().tolist(), norms[0].std.flatten().tolist()) if norms else (None, None))
+    arch, args = _arch_of(learn.model)
+    return dict(format=MODEL_FORMAT, version=MODEL_VERSION, arch=arch, arch_args=args, classes=classes, output=output,
+                input=dict(height=28, width=28, channels=channels, flatten=flatten, scale=255,
+                           mean=mean, std=std, prepare='to_mnist_image'))
+
+def _save_atomic(p: Path, tensors: dict, metadata: dict) -> None:
+    "Write `tensors` (and the header `metadata`) to `p` as safetensors, through a temporary file: all or nothing"
+    tmp = p.with_name(f'.{p.name}.{os.getpid()}.tmp')
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, p)                                             # as the data cache does
+    finally: tmp.unlink(missing_ok=True)
+
+def _read_model_file(p: Path) -> tuple:
+    "`(tensors, meta)` of the safetensors file `p`, its description checked; else a `ValueError` naming `p`"
+    try:
+        with safe_open(p, 'pt') as f: md = f.metadata() or {}
+        tensors = load_file(p)
+    except Exception as e: raise ValueError(f"{p} is not a readable safetensors file ({_first_line(e)})") from None
+    if 'digit_sgd' not in md:
+        raise ValueError(f"{p} holds tensors but no description of the network (it was not written by save_model)")
+    try: return tensors, _check_meta(json.loads(md['digit_sgd']), str(p))
+    except json.JSONDecodeError: raise ValueError(f"{p}: the description in its header is not valid JSON") from None
+
+def _model_file(path) -> Path:
+    "`path` as a `Path` if it is an existing file, else an error that names it"
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"no model file at {p}")
+    if not p.is_file(): raise ValueError(f"not a model file: {p} is a folder")
+    return p
+
+def _is_safetensors(p: Path) -> bool:
+    "Does `p` start as a safetensors file does: an 8-byte header length that fits the file, then '{'?"
+    with open(p, 'rb') as f: head = f.read(9)
+    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') <= p.stat().st_size - 8
+
+def _unpickle_learner(p: Path) -> Learner:
+    "The fastai `Learner` that `Learner.export` pickled to `p`, or a `ValueError`: only for files you trust"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='load_learner')     # fastai's own warning: ours just said it
+            learn = load_learner(p, cpu=default_device().type == 'cpu')
+    except Exception as e:
+        raise ValueError(f"{p} is not a model saved by Learner.export ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(learn, Learner): raise ValueError(f"{p} holds a {type(learn).__name__}, not a fastai Learner")
+    return learn
+
 # %% ../nbs/06_deploy.ipynb #5582ac5c
 class DigitModel:
     "A network that reads digits, and what it takes to use it: the digit of each output, and how to prepare an image"
     def __init__(self, model: nn.Module, meta: dict):
         self.meta, self.model = _check_meta(meta), model.eval()
-
-    @property
-    def classes(self) -> list:
-        "The digit that each output stands for (for a sigmoid output: the digit of label 1, then of label 0)"
-        return self.meta['classes']
-
-    def __repr__(self) -> str:
-        return f"DigitModel({self.meta['arch']} {self.meta['arch_args']}, digits {self.classes}, {self.meta['output']})"
-
-    @classmethod
-    def from_learner(cls, learn: Learner) -> DigitModel:
-        "The network of a `Learner` of this series, described from its data: the ten-digit resnet or a `mnist_learner`"
-        digits = getattr(learn, 'digits', None)
-        if digits is not None and len(digits) == 2:                   # chapter 4: one score, label 1 = digits[0]
-            classes, output, channels, flatten = [check_digit(d) for d in digits], 'sigmoid', 1, True
-        else:
-            vocab = getattr(learn.dls, 'vocab', None)
-            if vocab is None:
-                raise ValueError("this Learner does not say which digits it predicts: set learn.digits = (label-1 digit, "
-                                 "label-0 digit), or train it on folders named 0-9")
-            if not all(str(v).isdigit() for v in vocab): raise ValueError(f"this Learner's classes are not digits: {list(vocab)}")
-            classes, output, channels, flatten = [check_digit(int(v)) for v in vocab], 'softmax', 3, False
-        norms = [t for t in getattr(getattr(learn.dls, 'after_batch', None), 'fs', []) if isinstance(t, Normalize)]
-        mean, std = ((norms[0].mean.flatten().tolist(), norms[0].std.flatten().tolist()) if norms else (None, None))
-        arch, args = _arch_of(learn.model)
-        return cls(learn.model, dict(format=MODEL_FORMAT, version=MODEL_VERSION, arch=arch, arch_args=args,
-                                     classes=classes, output=output,
-                                     input=dict(height=28, width=28, channels=channels, flatten=flatten, scale=255,
-                                                mean=mean, std=std, prepare='to_mnist_image')))
+        self.classes = meta['classes']      # the digit of each output (sigmoid: the digit of label 1, then of label 0)
 
     def prepare(self, ims: list) -> Tensor:
         "28x28 gray PIL images (from `to_mnist_image`) as the batch this network takes: channels, scale, normalisation"
@@ -152,31 +192,30 @@ class DigitModel:
         p = check_out_file(path, '.safetensors')
         meta = {**self.meta, **({'info': info} if info else {})}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        tmp = p.with_name(f'.{p.name}.{os.getpid()}.tmp')
-        try:
-            save_file(tensors, tmp, metadata={'digit_sgd': json.dumps(meta)})
-            os.replace(tmp, p)                                             # all or nothing, as the data cache
-        finally: tmp.unlink(missing_ok=True)
+        _save_atomic(p, tensors, {'digit_sgd': json.dumps(meta)})      # the description, as JSON in the header
         return p
 
     @classmethod
     def load(cls, path, device: torch.device | str | None = None) -> DigitModel:
         "Rebuild the network that `path` (written by `save`) describes and load its weights: no code runs"
         p = Path(path)
-        try:
-            with safe_open(p, 'pt') as f: md = f.metadata() or {}
-            tensors = load_file(p)
-        except Exception as e: raise ValueError(f"{p} is not a readable safetensors file ({_first_line(e)})") from None
-        if 'digit_sgd' not in md:
-            raise ValueError(f"{p} holds tensors but no description of the network (it was not written by save_model)")
-        try: meta = _check_meta(json.loads(md['digit_sgd']), str(p))
-        except json.JSONDecodeError: raise ValueError(f"{p}: the description in its header is not valid JSON") from None
-        model = _arch_builders()[meta['arch']](**meta['arch_args'])
-        try: model.load_state_dict(tensors, strict=True)
+        tensors, meta = _read_model_file(p)                            # numbers, and the checked description
+        model = _arch_builders()[meta['arch']](**meta['arch_args'])     # the network, with fresh weights...
+        try: model.load_state_dict(tensors, strict=True)               # ...replaced: every tensor in its place
         except RuntimeError as e:
             raise ValueError(f"{p}: the weights do not fit a {meta['arch']} {meta['arch_args']} "
                              f"({' '.join(str(e).split())[:300]})") from None
         return cls(model.to(default_device() if device is None else device), meta)
+
+# %% ../nbs/06_deploy.ipynb #3c9a716c
+@patch
+def __repr__(self: DigitModel) -> str:
+    return f"DigitModel({self.meta['arch']} {self.meta['arch_args']}, digits {self.classes}, {self.meta['output']})"
+
+@patch(cls_method=True)
+def from_learner(cls: DigitModel, learn: Learner) -> DigitModel:
+    "The network of a `Learner` of this series, described from its data: the ten-digit resnet or a `mnist_learner`"
+    return cls(learn.model, _meta_of(learn))
 
 # %% ../nbs/06_deploy.ipynb #6ab01b9e
 def save_model(learn, path, info: dict | None = None) -> Path:
@@ -184,35 +223,16 @@ def save_model(learn, path, info: dict | None = None) -> Path:
     m = learn if isinstance(learn, DigitModel) else DigitModel.from_learner(learn)
     return m.save(path, info)
 
-def _is_safetensors(p: Path) -> bool:
-    "Does `p` start as a safetensors file does: an 8-byte header length that fits the file, then '{'?"
-    with open(p, 'rb') as f: head = f.read(9)
-    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') <= p.stat().st_size - 8
-
 def load_model(path, unsafe_pickle: bool = False):
     "The `DigitModel` in the safetensors file `path`; a fastai `Learner.export` pickle only with `unsafe_pickle=True`"
-    p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"no model file at {p}")
-    if not p.is_file(): raise ValueError(f"not a model file: {p} is a folder")
-    if _is_safetensors(p): return DigitModel.load(p)
+    p = _model_file(path)                                              # an existing file, or an error
+    if _is_safetensors(p): return DigitModel.load(p)                  # numbers only: no code can run
     if not unsafe_pickle:
         raise ValueError(f"{p} is not a model saved by save_model or `digit-sgd fit` (a safetensors file). If it is a "
                          f"fastai Learner.export pickle from a source you trust, load it with unsafe_pickle=True "
                          f"(`digit-sgd predict --unsafe-pickle`): unpickling runs any code the file holds")
     warnings.warn(f"unpickling {p}: a pickle can run any code, so load only files you trust", stacklevel=2)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='load_learner')     # fastai's own warning: ours just said it
-            learn = load_learner(p, cpu=default_device().type == 'cpu')
-    except Exception as e:
-        raise ValueError(f"{p} is not a model saved by Learner.export ({type(e).__name__}: {_first_line(e)})") from None
-    if not isinstance(learn, Learner): raise ValueError(f"{p} holds a {type(learn).__name__}, not a fastai Learner")
-    return learn
-
-# %% ../nbs/06_deploy.ipynb #253726e0
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else ''
+    return _unpickle_learner(p)
 
 # %% ../nbs/06_deploy.ipynb #2a0fd3ad
 MAX_PIXELS = 64_000_000      # a 64-megapixel photo; PIL itself refuses only above 179 million, after a warning
@@ -241,19 +261,21 @@ def _open_image(img) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"not an image (PIL cannot read it): {p} ({_first_line(e)})") from None
 
+def _on_background(im: Image.Image) -> Image.Image:
+    "`im`, if it has transparency laid on a background that contrasts with its ink (rule 2 of `to_mnist_image`)"
+    if not (im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info)): return im
+    rgba = im.convert('RGBA')
+    seen = np.asarray(rgba)[..., 3] > 0                                  # the pixels that are not fully transparent
+    light = seen.any() and np.asarray(rgba.convert('L'))[seen].mean() > 127
+    return Image.alpha_composite(Image.new('RGBA', im.size, 'black' if light else 'white'), rgba)
+
 # %% ../nbs/06_deploy.ipynb #620647f9
 def to_mnist_image(img) -> Image.Image:
     "Any image (path or PIL) as MNIST draws digits: 28x28 gray, white on black, fitted and centred (rules in the docs)"
-    im = _open_image(img)
-    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-        rgba = im.convert('RGBA')
-        seen = np.asarray(rgba)[..., 3] > 0                              # the pixels that are not fully transparent
-        light = seen.any() and np.asarray(rgba.convert('L'))[seen].mean() > 127
-        im = Image.alpha_composite(Image.new('RGBA', im.size, 'black' if light else 'white'), rgba)
-    g = im.convert('L')
+    g = _on_background(_open_image(img)).convert('L')                # rules 1 to 3
     a = np.asarray(g)
-    if np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean() > 127: g = ImageOps.invert(g)
-    if g.size == (28, 28): return g
+    if np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean() > 127: g = ImageOps.invert(g)   # rule 4
+    if g.size == (28, 28): return g                                      # rule 5
     g = ImageOps.autocontrast(g)
     ys, xs = np.nonzero(np.asarray(g) >= 128)
     if len(xs): g = g.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
@@ -280,6 +302,24 @@ def predict_digit(img, model) -> tuple:
     return predict_digits([img], model)[0]
 
 # %% ../nbs/06_deploy.ipynb #28eae5c3
+def seed_learner(path, bs: int = 64, seed: int = 42) -> Learner:
+    "The seed's recipe on the MNIST folder `path` (training/testing): a resnet18 from scratch, seeded with `seed`"
+    set_seed(seed)
+    dls = ImageDataLoaders.from_folder(path, train='training', valid='testing', bs=bs)
+    return vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)
+
+def fit_recipe(learn: Learner, epochs: int, lr: float, progress: bool = True, ctx=None) -> dict:
+    "`learn.fit_one_cycle(epochs, lr)`, timed, inside `ctx` (e.g. `distrib_ctx`); a `DivergedError` if it diverged"
+    t0 = time.perf_counter()
+    with (ctx or nullcontext()), (nullcontext() if progress else learn.no_bar()), \
+         (nullcontext() if progress else learn.no_logging()):
+        learn.fit_one_cycle(epochs, lr)
+    secs = time.perf_counter() - t0
+    valid_loss, acc = (float(v) for v in learn.recorder.values[-1][1:3])
+    check_finite(valid_loss, learn.model.parameters(), lr, f"epoch {epochs}")   # a DivergedError, if it diverged
+    return dict(accuracy=round(acc, 4), valid_loss=round(valid_loss, 4), seconds=round(secs, 1), epochs=epochs,
+                n_train=len(learn.dls.train_ds), n_valid=len(learn.dls.valid_ds), lr=lr, device=str(learn.dls.device))
+
 def fit_digits(epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None, bs: int = 64,
                lr: float = 0.1, seed: int = 42, progress: bool = True, n_valid: int | None = None) -> dict:
     "Train the seed's resnet18 recipe on MNIST (or `n_per_digit` images per digit, `n_valid` testing ones) and save it to `out` (safetensors)"
@@ -287,19 +327,8 @@ def fit_digits(epochs: int = 1, out='model.safetensors', n_per_digit: int | None
     out = check_out_file(out, '.safetensors')
     with tempfile.TemporaryDirectory(prefix='mnist_subset_') as tmp:
         path = mnist_path() if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist', n_valid=n_valid)
-        set_seed(seed)
-        dls = ImageDataLoaders.from_folder(path, train='training', valid='testing', bs=bs)
-        learn = vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)
-        t0 = time.perf_counter()
-        with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
-            learn.fit_one_cycle(epochs, lr)
-        secs = time.perf_counter() - t0
-        valid_loss, acc = (float(v) for v in learn.recorder.values[-1][1:3])
-        if not math.isfinite(valid_loss):
-            raise ValueError(f"training diverged: the validation loss is {valid_loss} (lr {lr:g}); try a smaller learning rate")
-        r = dict(accuracy=round(acc, 4), valid_loss=round(valid_loss, 4), seconds=round(secs, 1), path=str(out),
-                 epochs=epochs, n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), bs=bs, lr=lr, seed=seed,
-                 device=str(dls.device))
+        learn = seed_learner(path, bs, seed)
+        r = dict(fit_recipe(learn, epochs, lr, progress), path=str(out), bs=bs, seed=seed)
         save_model(learn, out, info={k: r[k] for k in ('accuracy', 'epochs', 'n_train', 'n_valid', 'bs', 'lr', 'seed')})
     return r
 

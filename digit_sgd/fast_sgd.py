@@ -9,9 +9,10 @@ from .checks import check_count, check_lr
 import torch
 from torch import Tensor
 from .gd import check_finite
-from .classifier import linear1, mnist_loss, accuracy, check_targets
+from .classifier import linear1, mnist_loss, model_accuracy, check_targets
 from .sgd import train_epoch
-from .profiling import PhaseClock, FastLoader, sync
+from .profiling import PhaseClock, FastLoader
+from .checks import sync
 from typing import Callable
 
 # %% auto #0
@@ -22,8 +23,7 @@ __all__ = ['torch_threads', 'train_sgd_fast', 'busy_core']
 def torch_threads(n: int | None):
     "Run the block with `n` intra-op threads (`None`: leave them as they are), then put the old number back"
     if n is None: yield; return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {n!r}")
+    n = check_count(n, 'threads')
     old = torch.get_num_threads()
     if n == old: yield; return
     torch.set_num_threads(n)
@@ -51,34 +51,41 @@ def _hand_epoch(w: Tensor, b: Tensor, x: Tensor, c: Tensor, idx: Tensor, lr: flo
         if clock: clock.lap('step')
     return torch.mm(cs.T, sbuf).mul_(bs/lr)                             # sum of g*s over the epoch: one product
 
+# %% ../nbs/07b_fast_sgd.ipynb #2e20a3c9
 def _check_linear(params, n_in: int) -> None:
     w, b = params
     if w.shape != (n_in, 1) or b.shape != (1,):
         raise ValueError(f"linear1 needs parameters of shapes [{n_in}, 1] and [1], got {list(w.shape)} and {list(b.shape)}")
 
-def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
-                   valid: tuple | None = None, loss_func: Callable = mnist_loss, seed: int | None = None,
-                   grad: str = 'auto', threads: int | None = 1) -> dict:
-    "`train_sgd` without the overheads: `FastLoader` batches, for `linear1` + `mnist_loss` a hand-derived gradient, `threads` CPU threads"
+def _check_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int, loss_func: Callable,
+                grad: str) -> tuple:
+    "`train_sgd_fast`'s checks of its arguments: `epochs` and `bs` as ints, and whether to use the hand gradient"
     check_lr(lr); epochs = check_count(epochs, 'epochs'); bs = check_count(bs, 'batch size')
     if x.ndim != 2 or len(x) == 0: raise ValueError(f"x must be a non-empty batch of rows [N, n_in], got {list(x.shape)}")
     if y.shape != (len(x), 1): raise ValueError(f"y must be [N, 1] with N = {len(x)} rows of x, got {list(y.shape)}")
     if loss_func is mnist_loss: check_targets(y)
     if grad not in ('auto', 'hand', 'autograd'):
         raise ValueError(f"grad must be 'auto', 'hand' or 'autograd', got {grad!r}")
-    dl = FastLoader(x, y, bs, seed=seed)
     can_hand = model is linear1 and loss_func is mnist_loss
     if grad == 'hand' and not can_hand: raise ValueError("grad='hand' needs model=linear1 and loss_func=mnist_loss")
-    hand = can_hand and grad != 'autograd'
-    if hand:
-        _check_linear(params, x.shape[1])
-        w, b = params
-        n_pos = y.sum().item()
-        c = y*(-2*lr/bs) + lr/bs                                          # lr*g/bs: -lr/bs for label 1, lr/bs for 0
-        m = min(bs, len(x))                                               # no bigger buffer than the data
-        bufs = dict(x=x.new_empty(m, x.shape[1]), ones=x.new_ones(1, m), s=x.new_empty(len(x), 1))
-    hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
-    secs = 0.
+    if can_hand and grad != 'autograd': _check_linear(params, x.shape[1])
+    return epochs, bs, can_hand and grad != 'autograd'
+
+def _hand_setup(x: Tensor, y: Tensor, lr: float, bs: int) -> tuple:
+    "For `_hand_epoch`: the number of 1 labels, the labels as lr*g/bs (-lr/bs for 1, lr/bs for 0), and the buffers"
+    m = min(bs, len(x))                                               # no bigger buffer than the data
+    bufs = dict(x=x.new_empty(m, x.shape[1]), ones=x.new_ones(1, m), s=x.new_empty(len(x), 1))
+    return y.sum().item(), y*(-2*lr/bs) + lr/bs, bufs
+
+# %% ../nbs/07b_fast_sgd.ipynb #ed330d55
+def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
+                   valid: tuple | None = None, loss_func: Callable = mnist_loss, seed: int | None = None,
+                   grad: str = 'auto', threads: int | None = 1) -> dict:
+    "`train_sgd` without the overheads: `FastLoader` batches, for `linear1` + `mnist_loss` a hand-derived gradient, `threads` CPU threads"
+    epochs, bs, hand = _check_fast(model, params, x, y, lr, epochs, bs, loss_func, grad)   # (hidden above)
+    dl = FastLoader(x, y, bs, seed=seed)
+    if hand: (w, b), (n_pos, c, bufs) = params, _hand_setup(x, y, lr, bs)        # c = lr*g/bs, as in step 4
+    hist, secs = dict(epoch=[], loss=[], valid_acc=[], seconds=[]), 0.
     with torch_threads(threads if x.device.type == 'cpu' else None):   # one thread: see above
         for epoch in range(1, epochs+1):
             sync(x.device); t0 = time.perf_counter()
@@ -89,7 +96,7 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
             sync(x.device); secs += time.perf_counter() - t0
             check_finite(loss, params, lr, f"epoch {epoch}")          # one check per epoch: stop if it diverged
             hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
-            hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
+            hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))
     return hist
 
 # %% ../nbs/07b_fast_sgd.ipynb #736d8e0c

@@ -21,6 +21,7 @@ def quad(x: Tensor, params: Sequence) -> Tensor:
     a, b, c = params
     return a*x**2 + b*x + c
 
+# %% ../nbs/01_gradient_descent.ipynb #3529a8a0
 def make_quadratic_data(a: float = 3., b: float = 2., c: float = 1., n: int = 50, noise: float = 1.,
                         seed: int = 42) -> tuple[Tensor, Tensor]:
     "`n` points `x` evenly spaced in [-2, 2] and `y = a*x**2 + b*x + c` plus Gaussian `noise`, seeded"
@@ -71,6 +72,7 @@ def check_finite(loss: float, params: Sequence[Tensor], lr: float, where: str) -
         problem = f"the parameters have {'blown up to ' + format(big, '.3g') if math.isfinite(big) else 'become ' + str(big)}"
     raise DivergedError(f"training diverged at {where}: {problem} (lr {lr:g}); try a smaller learning rate")
 
+# %% ../nbs/01_gradient_descent.ipynb #29d26d90
 def gd_step(params: Sequence[Tensor], lr: float) -> None:
     "One step of gradient descent: `p -= lr * p.grad` for every tensor in `params`, then clear the gradients"
     check_lr(lr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .data import load_pair
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 from fastai.torch_core import set_seed, default_device
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
@@ -14,7 +15,7 @@ from fastai.optimizer import SGD
 from fastai.learner import Learner
 import fastai.callback.progress        # importing it makes the progress bar a default `Learner` callback
 from .classifier import mnist_loss, batch_accuracy
-from .checks import check_lr
+from .checks import check_lr, check_count
 from .sgd import DEFAULT_LR
 from typing import Callable
 
@@ -45,23 +46,24 @@ NETS = ('linear', 'sigmoid', 'relu')
 def digit_net(kind: str = 'sigmoid', n_hidden: int = 50) -> nn.Module:
     "`'linear'`: `nn.Linear(784, 1)`; `'sigmoid'`: the seed's net; `'relu'`: the same with `nn.ReLU`"
     if kind not in NETS: raise ValueError(f"kind must be one of {NETS}, got {kind!r}")
-    if n_hidden < 1: raise ValueError(f"n_hidden must be >= 1, got {n_hidden}")
+    n_hidden = check_count(n_hidden, 'n_hidden')
     if kind == 'linear': return nn.Linear(28*28, 1)
     act = nn.Sigmoid() if kind == 'sigmoid' else nn.ReLU()
     return nn.Sequential(nn.Linear(28*28, n_hidden), act, nn.Linear(n_hidden, 1))
 
 # %% ../nbs/04_pytorch_fastai.ipynb #a0411d18
-class Pairs(list):
-    "The seed's `list(zip(x, y))`, with the `new_empty` that `Learner.export` needs to drop the data"
-    def new_empty(self) -> Pairs: return type(self)()
+class Pairs(TensorDataset):
+    "The seed's `(x, y)` pairs as a `TensorDataset`, with the `new_empty` that `Learner.export` needs to drop the data"
+    def new_empty(self) -> Pairs: return type(self)(*(t[:0] for t in self.tensors))
 
+# %% ../nbs/04_pytorch_fastai.ipynb #6bca3b75
 def pair_dls(pos: int = 5, neg: int = 4, bs: int = 256, device: torch.device | str | None = None) -> DataLoaders:
     "The seed's `DataLoaders(dl, valid_dl)` for digit `pos` (label 1) against `neg` (label 0); testing images validate"
-    if bs < 1: raise ValueError(f"batch size must be >= 1, got {bs}")
+    bs = check_count(bs, 'batch size')
     x, y = load_pair(pos, neg, 'training')
     vx, vy = load_pair(pos, neg, 'testing')
-    dl = DataLoader(Pairs(zip(x, y)), batch_size=bs, shuffle=True)
-    valid_dl = DataLoader(Pairs(zip(vx, vy)), batch_size=bs)
+    dl = DataLoader(Pairs(x, y), batch_size=bs, shuffle=True)
+    valid_dl = DataLoader(Pairs(vx, vy), batch_size=bs)
     return DataLoaders(dl, valid_dl, device=default_device() if device is None else device)
 
 # %% ../nbs/04_pytorch_fastai.ipynb #422ab39b

@@ -59,6 +59,8 @@ def batch_order(n: int, bs: int, steps: int, seed: int = 42) -> list:
         out += [perm[i:i+bs] for i in range(0, n - bs + 1, bs)]
     return out[:steps]
 
+
+# %% ../nbs/11_data_parallel.ipynb #2b55ca7d
 def shard(idx: Tensor, rank: int, world: int) -> Tensor:
     "Rank `rank`'s share of the rows `idx`: every `world`-th one, from position `rank` (as `DistributedSampler` does)"
     world = check_count(world, 'world size')

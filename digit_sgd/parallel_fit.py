@@ -4,11 +4,11 @@
 
 # %% ../nbs/12_parallel_fit.ipynb #741c23d7
 from __future__ import annotations
-import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time, warnings
+import argparse, json, os, re, signal, subprocess, sys, tempfile, threading, time, warnings
 from datetime import timedelta
 from pathlib import Path
 from .data import mnist_path   # first: it silences fastai's torch.jit warning, in workers too
-from .checks import check_count, check_lr, check_out_file, free_port
+from .checks import check_count, check_lr, check_out_file, free_port, time_in_turn
 # Accelerate imports tqdm.auto, which warns in a notebook without ipywidgets; fastai draws its own progress bars
 warnings.filterwarnings('ignore', message='IProgress not found')
 import torch
@@ -20,15 +20,13 @@ from typing import Callable
 from fastcore.basics import patch
 from fastai.distributed import DistributedDL, rank0_first
 from fastai.torch_core import set_seed
-from fastai.metrics import accuracy
-from fastai.vision.data import ImageDataLoaders
-from fastai.vision.learner import vision_learner, create_vision_model
+from fastai.vision.learner import create_vision_model
 from torchvision.models import resnet18
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
 from fastai.callback.core import Callback
 from .classifier import mnist_loss
 from .vision import mnist_subset
-from .deploy import fit_digits, save_model
+from .deploy import fit_digits, fit_recipe, save_model, seed_learner
 from .learner import digit_net
 from .parallel import check_nproc, dist_backend, init_group, port_in_use
 try: import psutil                     # installed with accelerate (the `dist` extra): finds a run's workers
@@ -134,24 +132,12 @@ def fit_worker(epochs: int = 1, out='model.safetensors', n_per_digit: int | None
     if bs < world: raise ValueError(f"batch size {bs} is smaller than the {world} workers: each needs at least one image")
     with tempfile.TemporaryDirectory(prefix=f'mnist_subset_r{rank}_') as tmp:
         path = rank0_first(mnist_path) if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist')
-        set_seed(seed)
-        dls = ImageDataLoaders.from_folder(path, train='training', valid='testing', bs=bs//world)
-        learn = vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)
+        learn = seed_learner(path, bs//world, seed)
         if kill_rank == rank: learn.add_cb(_Die())
-        quiet = not progress or rank > 0
-        t0 = time.perf_counter()
-        with learn.distrib_ctx(sync_bn=False):     # SyncBatchNorm: GPUs only, and `save_model` rebuilds plain BatchNorm2d
-            if quiet:
-                with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
-            else: learn.fit_one_cycle(epochs, lr)
-        secs = time.perf_counter() - t0
-        valid_loss, acc = (float(v) for v in learn.recorder.values[-1][1:3])
-        r = dict(accuracy=round(acc, 4), valid_loss=round(valid_loss, 4), seconds=round(secs, 1), path=str(out),
-                 epochs=epochs, n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), bs=bs//world*world, lr=lr,
-                 seed=seed, device=str(dls.device), nproc=world)
+        # SyncBatchNorm: GPUs only, and `save_model` rebuilds plain BatchNorm2d
+        r = fit_recipe(learn, epochs, lr, progress=progress and rank == 0, ctx=learn.distrib_ctx(sync_bn=False))
+        r.update(path=str(out), bs=bs//world*world, seed=seed, nproc=world)
         if rank == 0:
-            if not valid_loss == valid_loss or abs(valid_loss) == float('inf'):
-                raise ValueError(f"training diverged: the validation loss is {valid_loss} (lr {lr:g}); try a smaller learning rate")
             save_model(learn, out, info={k: r[k] for k in ('accuracy', 'epochs', 'n_train', 'n_valid', 'bs', 'lr', 'seed', 'nproc')})
             if result: Path(result).write_text(json.dumps(r))
     dist.barrier()                                            # no rank leaves before rank 0 has saved
@@ -201,23 +187,16 @@ if __name__ == '__main__' and Path(sys.argv[0]).name == 'parallel_fit.py': main(
 # %% ../nbs/12_parallel_fit.ipynb #00746241
 def step_seconds(model: nn.Module, xb: Tensor, yb: Tensor, loss_func: Callable, reps: int = 5) -> float:
     "Median seconds of one forward and backward pass of `model` on `(xb, yb)`, over `reps` runs after a warm-up"
-    ts = []
-    for i in range(check_count(reps, 'reps') + 1):
-        t0 = time.perf_counter()
-        loss_func(model(xb), yb).backward()
-        ts.append(time.perf_counter() - t0)
+    t = time_in_turn({'step': lambda: loss_func(model(xb), yb).backward()}, n=check_count(reps, 'reps'), quiet=True)
     model.zero_grad()
-    return statistics.median(ts[1:])
+    return float(t.loc['step', 'median_s'])
 
 def allreduce_seconds(n: int, reps: int = 5) -> float:
     "Median seconds of one all-reduce (sum) of `n` float32 numbers over the current process group, after a warm-up"
-    t, ts = torch.ones(check_count(n, 'n')), []
-    for i in range(check_count(reps, 'reps') + 1):
-        dist.barrier()
-        t0 = time.perf_counter()
-        dist.all_reduce(t)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts[1:])
+    x = torch.ones(check_count(n, 'n'))
+    t = time_in_turn({'barrier': dist.barrier, 'all-reduce': lambda: dist.all_reduce(x)},   # in turn: after a barrier,
+                     n=check_count(reps, 'reps'), quiet=True)                               # all ranks start it together
+    return float(t.loc['all-reduce', 'median_s'])
 
 def cost_cases(world: int = 1, seed: int = 42) -> dict:
     "name -> (model, xb, yb, loss) for one rank of `world`: the linear model on 256//world rows, resnet18 on 64//world"

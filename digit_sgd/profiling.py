@@ -6,10 +6,10 @@
 from __future__ import annotations
 import math, statistics, time
 import pandas as pd
-from .checks import check_count, check_lr
+from .checks import check_count, check_lr, sync
 import torch
+from fastcore.basics import patch
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
 from fastai.torch_core import default_device
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
@@ -19,22 +19,17 @@ import fastai.callback.progress      # the progress bar (`Learner.progress`)
 from .gd import gd_step
 from .classifier import mnist_loss, batch_accuracy
 from .sgd import DEFAULT_LR
+from .learner import Pairs
 from typing import Callable
 
 # %% auto #0
-__all__ = ['PHASES', 'sync', 'memory_bandwidth', 'PhaseClock', 'profile_sgd', 'PhaseTimer', 'linear_module', 'linear_learner',
-           'phase_table', 'median_us', 'TensorPairs', 'FastLoader', 'phase_bars']
+__all__ = ['PHASES', 'memory_bandwidth', 'PhaseClock', 'profile_sgd', 'PhaseTimer', 'linear_module', 'linear_learner',
+           'phase_table', 'median_us', 'FastLoader', 'phase_bars']
 
 # %% ../nbs/07_profiling.ipynb #a5f95f08
-def sync(device: torch.device | str | None = None) -> None:
-    "Wait for the work queued on `device` (GPUs run kernels asynchronously; a CPU has nothing to wait for)"
-    d = torch.device(default_device() if device is None else device)
-    if d.type == 'cuda': torch.cuda.synchronize(d)
-    elif d.type == 'mps': torch.mps.synchronize()
-
 def memory_bandwidth(mb: int = 256, repeats: int = 5, device: torch.device | str | None = None) -> float:
     "Bytes per second read and written by copying a `mb` MB float32 tensor on `device` (best of `repeats`)"
-    if mb < 1 or repeats < 1: raise ValueError(f"mb and repeats must be >= 1, got {mb} and {repeats}")
+    mb, repeats = check_count(mb, 'mb'), check_count(repeats, 'repeats')
     device = default_device() if device is None else device
     src = torch.rand(mb*2**20//4, device=device)
     dst = torch.empty_like(src)
@@ -67,10 +62,10 @@ class PhaseClock:
         self.secs[phase] += now - self.t
         self.t = now
 
+# %% ../nbs/07_profiling.ipynb #8188ff02
 def profile_sgd(model, params, dl, lr: float, epochs: int = 1, loss_func: Callable = mnist_loss) -> dict:
     "Chapter 3's `train_epoch` over `dl` for `epochs`, with a lap after each phase: seconds per epoch in each of `PHASES`"
-    check_lr(lr)
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    check_lr(lr); epochs = check_count(epochs, 'epochs')
     clock = PhaseClock(params[0].device)
     for _ in range(epochs):
         clock.start()
@@ -86,14 +81,10 @@ def profile_sgd(model, params, dl, lr: float, epochs: int = 1, loss_func: Callab
 class PhaseTimer(Callback):
     "Times a `Learner`'s training batches by phase (see `phases`) and keeps each epoch's training seconds"
     order = 99
-    def __init__(self):
-        "A new timer, for `Learner(..., cbs=PhaseTimer())` or `learn.fit(..., cbs=...)`"
-        super().__init__()
     def before_fit(self):
         self.clock, self.epoch_secs = PhaseClock(getattr(self.dls, 'device', None)), []
     def before_train(self):
-        self.clock.start()
-        self.t0 = self.clock.t
+        self.clock.start(); self.t0 = self.clock.t
     def before_batch(self):
         if self.training: self.clock.lap('data')
     def after_loss(self):
@@ -103,8 +94,7 @@ class PhaseTimer(Callback):
     def after_batch(self):
         if self.training: self.clock.lap('other')
     def after_train(self):
-        sync(self.clock.device)
-        self.epoch_secs.append(time.perf_counter() - self.t0)
+        sync(self.clock.device); self.epoch_secs.append(time.perf_counter() - self.t0)
 
     @property
     def phases(self) -> dict:
@@ -149,34 +139,22 @@ def median_us(f: Callable, repeats: int = 100) -> float:
     return statistics.median(ts)*1e6
 
 # %% ../nbs/07_profiling.ipynb #6936d99d
-class TensorPairs(TensorDataset):
-    "`TensorDataset(x, y)`, with the `new_empty` that fastai's `Learner.export` asks of a dataset"
-    def new_empty(self) -> TensorPairs: return type(self)(*(t[:0] for t in self.tensors))
-
 class FastLoader:
     "Batches `(xb, yb)` of `x` and `y`: each epoch one `randperm` and one gather, then contiguous slices (views)"
     def __init__(self, x: Tensor, y: Tensor, bs: int = 256, shuffle: bool = True, seed: int | None = None,
                  drop_last: bool = False):
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise ValueError(f"batch size must be a positive integer, got {bs!r}")
+        bs = check_count(bs, 'batch size')
         if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         if x.device != y.device: raise ValueError(f"x is on {x.device} but y is on {y.device}")
         self.x, self.y, self.bs, self.shuffle, self.drop_last = x, y, bs, shuffle, drop_last
         self.gen = None if seed is None else torch.Generator().manual_seed(seed)
 
-    @property
-    def n(self) -> int: return len(self.x)
-    @property
-    def device(self) -> torch.device: return self.x.device
-    @property
-    def dataset(self) -> TensorPairs: return TensorPairs(self.x, self.y)
-
-    def __len__(self) -> int: return self.n//self.bs if self.drop_last else math.ceil(self.n/self.bs)
+    def __len__(self) -> int: return len(self.x)//self.bs if self.drop_last else math.ceil(len(self.x)/self.bs)
 
     def order(self) -> Tensor:
         "The order of the rows for the next epoch: a random permutation (from `seed`, else torch's global RNG)"
-        if not self.shuffle: return torch.arange(self.n, device=self.device)
-        return torch.randperm(self.n, generator=self.gen).to(self.device)
+        if not self.shuffle: return torch.arange(len(self.x), device=self.x.device)
+        return torch.randperm(len(self.x), generator=self.gen).to(self.x.device)
 
     def __iter__(self):
         xs, ys = self.x, self.y
@@ -185,24 +163,36 @@ class FastLoader:
             xs, ys = xs.index_select(0, idx), ys.index_select(0, idx)
         for i in range(0, len(self)*self.bs, self.bs): yield xs[i:i+self.bs], ys[i:i+self.bs]
 
-    def one_batch(self) -> tuple:
-        "The first batch of a new epoch"
-        return next(iter(self))
+# %% ../nbs/07_profiling.ipynb #b58b6876
+@patch(as_prop=True)
+def n(self: FastLoader) -> int: return len(self.x)
+@patch(as_prop=True)
+def device(self: FastLoader) -> torch.device: return self.x.device
+@patch(as_prop=True)
+def dataset(self: FastLoader) -> Pairs: return Pairs(self.x, self.y)
 
-    def new(self, dataset: TensorPairs | None = None, **kwargs) -> FastLoader:
-        "A copy (on `dataset` if given) with any of `bs`, `shuffle`, `drop_last`, `seed` changed"
-        x, y = (self.x, self.y) if dataset is None else dataset.tensors
-        res = type(self)(x, y, **(dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last) | kwargs))
-        if 'seed' not in kwargs: res.gen = self.gen
-        return res
+@patch
+def one_batch(self: FastLoader) -> tuple:
+    "The first batch of a new epoch"
+    return next(iter(self))
 
-    def to(self, device) -> FastLoader:
-        "Move the data to `device` (what `DataLoaders(..., device=...)` calls)"
-        self.x, self.y = self.x.to(device), self.y.to(device)
-        return self
+@patch
+def new(self: FastLoader, dataset: Pairs | None = None, **kwargs) -> FastLoader:
+    "A copy (on `dataset` if given) with any of `bs`, `shuffle`, `drop_last`, `seed` changed"
+    x, y = (self.x, self.y) if dataset is None else dataset.tensors
+    res = type(self)(x, y, **(dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last) | kwargs))
+    if 'seed' not in kwargs: res.gen = self.gen
+    return res
 
-    def __repr__(self) -> str:
-        return f"FastLoader({self.n} items, bs={self.bs}, {len(self)} batches, shuffle={self.shuffle}, device={self.device})"
+@patch
+def to(self: FastLoader, device) -> FastLoader:
+    "Move the data to `device` (what `DataLoaders(..., device=...)` calls)"
+    self.x, self.y = self.x.to(device), self.y.to(device)
+    return self
+
+@patch
+def __repr__(self: FastLoader) -> str:
+    return f"FastLoader({self.n} items, bs={self.bs}, {len(self)} batches, shuffle={self.shuffle}, device={self.device})"
 
 # %% ../nbs/07_profiling.ipynb #5100f5e1
 def phase_bars(df, xlabel: str, title: str, height: float = 3):

@@ -11,7 +11,7 @@ from .checks import check_count
 from fastai.data.load import DataLoader
 from fastai.torch_core import default_device
 from .gd import gd_step, check_finite
-from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, accuracy, train_gd, check_targets
+from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, model_accuracy, train_gd, check_targets
 from .checks import check_lr
 from .classifier import pair_data, seeded_params
 from typing import Callable
@@ -32,6 +32,8 @@ def train_epoch(model, params, dl, lr: float, loss_func: Callable = mnist_loss) 
     if n == 0: raise ValueError("the data loader yielded no batches")
     return total/n
 
+
+# %% ../nbs/03_sgd.ipynb #88f40d95
 def validate_epoch(model, params, valid_dl) -> float:
     "Accuracy of `model` over every batch of `valid_dl` (weighted by batch size, so a short last batch counts right)"
     correct, n = 0., 0
@@ -42,13 +44,15 @@ def validate_epoch(model, params, valid_dl) -> float:
     if n == 0: raise ValueError("the validation loader yielded no batches")
     return correct/n
 
-# %% ../nbs/03_sgd.ipynb #dd25a8cd
+# %% ../nbs/03_sgd.ipynb #7be5c76e
 def sgd_loader(x: Tensor, y: Tensor, bs: int, shuffle: bool = True) -> DataLoader:
     "The seed's loader: `DataLoader(list(zip(x, y)), batch_size=bs, shuffle=shuffle)`"
     bs = check_count(bs, 'batch size')
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
     return DataLoader(list(zip(x, y)), batch_size=bs, shuffle=shuffle)
 
+
+# %% ../nbs/03_sgd.ipynb #dd25a8cd
 def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
               valid: tuple | None = None, loss_func: Callable = mnist_loss) -> dict:
     "SGD with mini-batches of `bs` for `epochs`; returns the history: epoch, loss, valid_acc, seconds"
@@ -63,7 +67,7 @@ def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: i
         secs += time.perf_counter() - t0
         check_finite(loss, params, lr, f"epoch {epoch}")              # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
-        hist['valid_acc'].append(accuracy(model, params, *valid) if valid else float('nan'))
+        hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))
     return hist
 
 # %% ../nbs/03_sgd.ipynb #825eb239

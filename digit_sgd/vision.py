@@ -7,6 +7,7 @@ from __future__ import annotations
 import os, random, shutil, tempfile
 from pathlib import Path
 from .data import MNIST_COUNTS, mnist_path
+from .checks import check_count
 import fastai.callback.progress, fastai.callback.schedule   # the progress bar, and `Learner.fit_one_cycle`
 
 # %% auto #0
@@ -16,15 +17,13 @@ __all__ = ['subset_indices', 'mnist_subset']
 def subset_indices(n_per_digit: int, n_valid: int | None = None, seed: int = 42) -> dict:
     "Per split, per digit, the sorted positions (in file-name order) of `n_per_digit` seeded random images (`n_valid` in `testing`)"
     n_valid = n_per_digit if n_valid is None else n_valid
-    for split, n in (('training', n_per_digit), ('testing', n_valid)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"images per digit must be a positive integer, got {n!r}")
+    sizes = {'training': check_count(n_per_digit, 'images per digit'), 'testing': check_count(n_valid, 'images per digit')}
+    for split, n in sizes.items():
         if n > min(MNIST_COUNTS[split]):
             raise ValueError(f"MNIST {split} has only {min(MNIST_COUNTS[split])} images of its rarest digit, "
                              f"asked for {n} per digit")
     rng = random.Random(seed)
-    return {split: [sorted(rng.sample(range(MNIST_COUNTS[split][d]), n)) for d in range(10)]
-            for split, n in (('training', n_per_digit), ('testing', n_valid))}
+    return {split: [sorted(rng.sample(range(MNIST_COUNTS[split][d]), n)) for d in range(10)] for split, n in sizes.items()}
 
 def mnist_subset(n_per_digit: int = 30, seed: int = 42, dest: Path | str | None = None, n_valid: int | None = None) -> Path:
     "A folder laid out like `mnist_png`, with `n_per_digit` random images of each digit (`n_valid` in `testing`)"

@@ -9,6 +9,8 @@ addresses under the site's own URL (`site-url` in nbs/nbdev.yml, which the READM
   page exists and, for a link with `#anchor`, the anchor is on it;
 - every image has loaded; math is typeset as MathML, with no raw `\\(`, `\\[` or `$$` left in the text;
 - no page shows an error output (a traceback) or a warning on stderr;
+- printed results fit the text column (issue #25): at least 88 characters of output fit at 1280 px, and no
+  printed line is wider than the column, except table rows and one-line error messages;
 - nothing is fetched from outside the site (the site works offline);
 - every exported function and class of `digit_sgd` (from `digit_sgd/_modidx.py`) has its `show_doc` entry at the
   address nbdev gives it (methods: every link to one must resolve, as for any link);
@@ -34,6 +36,8 @@ CHROME_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', 
                '--disable-component-update', '--disable-sync', '--disable-quic']
 TRACEBACK_RE = re.compile(r'Traceback \(most recent call last\)|^\s*Cell In\[\d+\], line \d+', re.M)
 WARNING_RE = re.compile(r'\b\w*Warning\b:|warnings\.warn\(')
+TABLE_RE = re.compile(r'\S {2,}\S.* {2,}\S|^\s*[-=|+]{3,}')          # aligned columns, or a table's rule
+ERROR_LINE_RE = re.compile(r'^(?:digit-sgd: |usage: |\w*Error: |\w+Error\b)|error: ')   # one-line error messages
 
 
 def _site_url() -> str:
@@ -112,6 +116,22 @@ JS_PAGE = r"""() => {
     stderr: [...document.querySelectorAll('.cell-output-stderr')].map(e => e.innerText.slice(0, 300)),
     wide: [...document.querySelectorAll('main pre, main .cell-output-display, main table')]
             .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible').length,
+    // printed results: each stdout line that a reader would have to scroll sideways to read
+    cut_lines: [...document.querySelectorAll('main .cell-output-stdout pre')].flatMap(pre => {
+      const probe = document.createElement('span'); probe.textContent = 'x'.repeat(100);
+      pre.appendChild(probe); const ch = probe.getBoundingClientRect().width/100; probe.remove();
+      const cs = getComputedStyle(pre);
+      const room = Math.floor((pre.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight))/ch);
+      return pre.innerText.split('\n').filter(l => l.length > room).map(l => [room, l]);
+    }),
+    // how many characters of printed output fit the text column (measured on the first output, if any)
+    fit_chars: (() => {
+      const pre = document.querySelector('main .cell-output-stdout pre'); if (!pre) return null;
+      const probe = document.createElement('span'); probe.textContent = 'x'.repeat(100);
+      pre.appendChild(probe); const ch = probe.getBoundingClientRect().width/100; probe.remove();
+      const cs = getComputedStyle(pre);
+      return Math.floor((pre.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight))/ch);
+    })(),
   };
 }"""
 
@@ -152,6 +172,11 @@ def test_page(ctx, server, page_name):
     assert not [t for t in info['stderr'] if TRACEBACK_RE.search(t)], f"{page_name}: tracebacks: {info['stderr']}"
     assert not [t for t in info['stderr'] if WARNING_RE.search(t)], f"{page_name}: warnings shown: {info['stderr']}"
     assert info['wide'] == 0, f"{page_name}: {info['wide']} outputs are cut off at the right edge"
+    # results fit the page (issue #25): printed lines are read without scrolling; tables (columns lined up by runs
+    # of spaces) and long one-line error messages, which are the lesson where they appear, may scroll
+    if info['fit_chars'] is not None: assert info['fit_chars'] >= 88, f"{page_name}: only {info['fit_chars']} characters fit"
+    cut = [l for room, l in info['cut_lines'] if not TABLE_RE.search(l) and not ERROR_LINE_RE.search(l)]
+    assert not cut, f"{page_name}: printed lines wider than the text column: {cut[:5]}"
     assert not ctx.outside, f"fetched from outside the site: {sorted(set(ctx.outside))[:10]}"
 
 
