@@ -37,7 +37,10 @@ CHROME_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', 
 TRACEBACK_RE = re.compile(r'Traceback \(most recent call last\)|^\s*Cell In\[\d+\], line \d+', re.M)
 WARNING_RE = re.compile(r'\b\w*Warning\b:|warnings\.warn\(')
 TABLE_RE = re.compile(r'\S {2,}\S.* {2,}\S|^\s*[-=|+]{3,}')          # aligned columns, or a table's rule
-ERROR_LINE_RE = re.compile(r'^(?:digit-sgd: |usage: |\w*Error: |\w+Error\b)|error: ')   # one-line error messages
+# lines that are not results to read at a glance: one-line error messages (being one line is their lesson), JSON that
+# a command prints for programs, and code or shell commands that an output shows (a file's text, a hint to type)
+ERROR_LINE_RE = re.compile(r'^\s*(?:digit-sgd\b|usage: )|\b\w*Error\b|\berror: |\bfailed: |^\s*[{\[]|^\s*#|'
+                           r'^\s*(?:\$ |rm |tar |mkdir |python |pip |torchrun |cd )|\bnot an image\b')
 
 
 def _site_url() -> str:
