@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_parallel_fit.ipynb #741c23d7
 from __future__ import annotations
-import argparse, json, os, re, signal, subprocess, sys, tempfile, threading, time, warnings
+import argparse, atexit, json, os, re, signal, subprocess, sys, tempfile, threading, time, warnings
 from datetime import timedelta
 from pathlib import Path
 from .data import mnist_path   # first: it silences fastai's torch.jit warning, in workers too
@@ -116,8 +116,14 @@ def init_workers(timeout: float = 300.) -> tuple:
     missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
     if missing: raise RuntimeError(f"init_workers runs in workers that torchrun starts; {', '.join(missing)} not set")
     if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-    if not dist.is_initialized(): dist.init_process_group(dist_backend(), timeout=timedelta(seconds=timeout))
+    if not dist.is_initialized():
+        dist.init_process_group(dist_backend(), timeout=timedelta(seconds=timeout))
+        atexit.register(_leave_group)
     return dist.get_rank(), dist.get_world_size()
+
+def _leave_group() -> None:
+    "At exit, leave the process group, so that its threads end before the interpreter (else: SIGABRT at exit)"
+    if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/12_parallel_fit.ipynb #8749c18e
 class _Die(Callback):
