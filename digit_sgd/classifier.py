@@ -8,7 +8,7 @@ import time
 import torch
 from torch import Tensor
 from .data import load_pair
-from .checks import check_lr, check_count
+from .checks import check_lr, check_count, sync
 from .gd import gd_step, check_finite
 from typing import Callable
 
@@ -109,7 +109,7 @@ def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid:
         loss = loss_func(model(x, params), y)
         loss.backward()
         gd_step(params, lr)
-        secs += time.perf_counter() - t0
+        sync(x.device); secs += time.perf_counter() - t0             # a GPU's work done before the clock
         check_finite(loss.item(), params, lr, f"epoch {epoch}")      # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss.item()); hist['seconds'].append(secs)
         hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))

@@ -28,16 +28,18 @@ def dist_backend() -> str:
     "The `torch.distributed` backend for this machine: 'nccl' (GPU tensors) when CUDA is there, else 'gloo' (CPU tensors)"
     return 'nccl' if torch.cuda.is_available() else 'gloo'
 
-def max_nproc() -> int:
-    "The most worker processes this machine takes: one per GPU with CUDA, else `MAX_NPROC_PER_CPU` per CPU core"
-    return torch.cuda.device_count() if torch.cuda.is_available() else MAX_NPROC_PER_CPU*(os.cpu_count() or 1)
+def max_nproc(gpus: bool | None = None) -> int:
+    "The most worker processes this machine takes: one per GPU if `gpus` (default: where CUDA is), else `MAX_NPROC_PER_CPU` per CPU core"
+    if gpus is None: gpus = torch.cuda.is_available()
+    return torch.cuda.device_count() if gpus else MAX_NPROC_PER_CPU*(os.cpu_count() or 1)
 
-def check_nproc(nproc: int) -> int:
-    "`nproc` as an int if this machine can run that many workers (1 to `max_nproc()`), else a `ValueError`"
+def check_nproc(nproc: int, gpus: bool | None = None) -> int:
+    "`nproc` as an int if this machine can run that many workers (1 to `max_nproc(gpus)`), else a `ValueError`"
     n = check_count(nproc, 'nproc')
-    if n > max_nproc():
-        have = f"{torch.cuda.device_count()} GPUs" if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
-        raise ValueError(f"nproc must be at most {max_nproc()} on this machine ({have}), got {n}")
+    if gpus is None: gpus = torch.cuda.is_available()
+    if n > max_nproc(gpus):
+        have = f"{torch.cuda.device_count()} GPUs" if gpus else f"{os.cpu_count()} CPU cores"
+        raise ValueError(f"nproc must be at most {max_nproc(gpus)} on this machine ({have}), got {n}")
     return n
 
 # %% ../nbs/11_data_parallel.ipynb #f621d283
@@ -113,7 +115,7 @@ def _hand_worker(rank: int, world: int, port: int, timeout: float, x: Tensor, y:
 def spawn_hand_sgd(x: Tensor, y: Tensor, nproc: int = 2, steps: int = 20, bs: int = 256, lr: float = DEFAULT_LR,
                    seed: int = 42, average: bool = True, timeout: float = 60.) -> list:
     "`hand_sgd` on `nproc` spawned workers (gloo, 127.0.0.1): per rank, a dict of its `hist` and training `seconds`"
-    nproc, steps, bs, lr, timeout = check_nproc(nproc), check_count(steps, 'steps'), check_count(bs, 'batch size'), check_lr(lr), check_lr(timeout, 'timeout')
+    nproc, steps, bs, lr, timeout = check_nproc(nproc, gpus=False), check_count(steps, 'steps'), check_count(bs, 'batch size'), check_lr(lr), check_lr(timeout, 'timeout')
     kwargs = dict(steps=steps, bs=bs, lr=lr, seed=seed, average=average)
     with tempfile.TemporaryDirectory(prefix='hand_sgd_') as tmp:
         from digit_sgd import parallel                # the module's worker: a fresh process cannot see a notebook's

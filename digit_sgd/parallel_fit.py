@@ -77,12 +77,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def launch_workers(args: list, nproc: int, port: int | None = None, env: dict | None = None, echo: bool = False,
                    timeout: float | None = None) -> str:
     "Run `python -m torch.distributed.run` with `args` on `nproc` workers meeting at 127.0.0.1:`port` (a free one if None); its output"
-    nproc = check_nproc(nproc)
+    nproc = check_nproc(nproc, gpus=False)                    # more workers than GPUs: they all go on the CPU
     if timeout is not None: timeout = check_lr(timeout, 'timeout')
     if port is not None and port_in_use(check_count(port, 'port')):
         raise ValueError(f"port {port} on 127.0.0.1 is in use: pick another, or leave port=None for a free one")
     e = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), **(env or {})}
-    if not torch.cuda.is_available(): e['ACCELERATE_USE_CPU'] = '1'
+    if nproc > torch.cuda.device_count(): e.update(ACCELERATE_USE_CPU='1', CUDA_VISIBLE_DEVICES='')  # gloo, no GPU shared
     for attempt in range(2 if port is None else 1):          # a free port may be taken before torchrun binds it
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1', f'--nproc-per-node={nproc}',
                '--master-addr=127.0.0.1', f'--master-port={port or free_port()}', '--max-restarts=0', *map(str, args)]
@@ -160,7 +160,7 @@ def _worker_args(epochs, out, n_per_digit, bs, lr, seed, progress, timeout, resu
 def fit_digits_parallel(nproc: int, epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None,
                         bs: int = 64, lr: float = 0.1, seed: int = 42, progress: bool = True, timeout: float = 300.) -> dict:
     "`fit_digits` on `nproc` processes (torchrun, `distrib_ctx`; a batch of `bs` split over them); `timeout`: s a worker waits for the others"
-    nproc, epochs, bs, lr = check_nproc(nproc), check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
+    nproc, epochs, bs, lr = check_nproc(nproc, gpus=False), check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
     timeout = check_lr(timeout, 'timeout')
     if n_per_digit is not None: check_count(n_per_digit, 'n_per_digit')
     out = check_out_file(out, '.safetensors')
@@ -225,7 +225,7 @@ def _cost_worker(rank: int, world: int, port: int, timeout: float, reps: int, ou
 
 def step_costs(nproc: int = 2, reps: int = 5, timeout: float = 120.) -> dict:
     "Per model of `cost_cases`: parameters, and median seconds per step of compute and all-reduce on `nproc` 1-thread workers (rank 0's)"
-    nproc, reps, timeout = check_nproc(nproc), check_count(reps, 'reps'), check_lr(timeout, 'timeout')
+    nproc, reps, timeout = check_nproc(nproc, gpus=False), check_count(reps, 'reps'), check_lr(timeout, 'timeout')
     with tempfile.TemporaryDirectory(prefix='step_costs_') as tmp:
         from digit_sgd import parallel_fit
         mp.spawn(parallel_fit._cost_worker, args=(nproc, free_port(), timeout, reps, tmp), nprocs=nproc)

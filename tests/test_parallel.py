@@ -5,7 +5,7 @@ from digit_sgd.parallel import max_nproc
 from digit_sgd.parallel_fit import fit_digits_parallel, launch_workers
 
 @pytest.mark.parametrize('kw,msg', [(dict(nproc=0), 'nproc must be a positive integer'),
-                                    (dict(nproc=max_nproc() + 1), 'nproc must be at most'),
+                                    (dict(nproc=max_nproc(gpus=False) + 1), 'nproc must be at most'),
                                     (dict(nproc=2, lr=0), 'lr must be a finite number > 0'),
                                     (dict(nproc=2, bs=0), 'batch size must be a positive integer'),
                                     (dict(nproc=2, bs=1), 'smaller than nproc=2')])
