@@ -14,7 +14,7 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 
 # %% auto #0
 __all__ = ['cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'sync', 'time_in_turn', 'check_out_file',
-           'free_port', 'check_address']
+           'check_new_file', 'free_port', 'check_address']
 
 # %% ../nbs/91_checks.ipynb #9c316ef2
 def cpu_model() -> str:
@@ -101,6 +101,8 @@ def check_out_file(path, suffix: str | None = None) -> Path:
     if suffix is not None and p.suffix != suffix:
         raise ValueError(f"{path}: the file name must end in {suffix}, such as model{suffix}")
     if p.is_dir(): raise ValueError(f"{path} is a folder: give a file name")
+    if p.exists() and not p.is_file():      # a FIFO, a device or a socket: opening it could block forever
+        raise ValueError(f"{path} is not a regular file (a pipe, device or socket): give a file name")
     if not p.parent.is_dir(): raise FileNotFoundError(f"folder {p.parent} does not exist")
     if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise PermissionError(f"cannot write to {p}")
@@ -110,6 +112,14 @@ def check_out_file(path, suffix: str | None = None) -> Path:
     except OSError as e: raise PermissionError(f"cannot write to {p}: {e.strerror}") from None
     finally:
         if not existed and p.exists(): p.unlink()
+    return p
+
+# %% ../nbs/91_checks.ipynb #acaa73ef
+def check_new_file(path, suffix: str | None = None, overwrite: bool = False) -> Path:
+    "`check_out_file`, and a `FileExistsError` if the file is there and not `overwrite`: nothing replaces a user's file unasked"
+    p = check_out_file(path, suffix)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} exists: replace it with --force (overwrite=True), or choose another name")
     return p
 
 # %% ../nbs/91_checks.ipynb #8e060cfb

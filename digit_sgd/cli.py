@@ -4,9 +4,9 @@
 
 # %% ../nbs/90_cli.ipynb #7687590e
 from __future__ import annotations
-import argparse, configparser, json, os, re, sys
+import argparse, configparser, json, os, re, signal, sys, threading
 from .data import MNISTMissingError, SPLITS, mnist_path, mnist_counts
-from .checks import check_lr, check_count, check_digit, check_out_file, check_address
+from .checks import check_lr, check_count, check_digit, check_out_file, check_new_file, check_address
 
 # %% auto #0
 __all__ = ['cmd_data', 'cmd_train', 'cmd_compare', 'cmd_fit', 'cmd_predict', 'cmd_serve', 'build_parser', 'main']
@@ -78,15 +78,15 @@ def cmd_compare(args) -> int:
 # %% ../nbs/90_cli.ipynb #7b04de26
 def cmd_fit(args) -> int:
     "`digit-sgd fit`: train the resnet18 recipe on the ten digits and save the model to `--out` (safetensors)"
-    check_out_file(args.out, '.safetensors')                   # before the training, not after it
+    check_new_file(args.out, '.safetensors', args.force)       # before the training, not after it; --force to replace
     if args.nproc == 1:
         from digit_sgd.deploy import fit_digits
         r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
-                       seed=args.seed, progress=not args.quiet)
+                       seed=args.seed, progress=not args.quiet, overwrite=args.force)
     else:                                                      # chapter 12: torchrun, one batch of --bs split over them
         from digit_sgd.parallel_fit import fit_digits_parallel
         r = fit_digits_parallel(args.nproc, epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs,
-                                lr=args.lr, seed=args.seed, progress=not args.quiet)
+                                lr=args.lr, seed=args.seed, progress=not args.quiet, overwrite=args.force)
     on = '' if args.nproc == 1 else f" on {args.nproc} processes"
     print(f"trained for {args.epochs} epoch(s){on} in {r['seconds']:.1f} s: validation accuracy {r['accuracy']:.4f}")
     print(f"model saved to {r['path']}")
@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--lr', type=float, default=0.1, help='learning rate of fit_one_cycle (default: 0.1)')
     f.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
     f.add_argument('--quiet', action='store_true', help='no progress bar')
+    f.add_argument('--force', action='store_true', help='replace --out if it exists (without it, fit refuses)')
     f.add_argument('--nproc', type=int, default=1, metavar='N',
                    help='train data-parallel on N local processes (chapter 12; default: 1, as before)')
     f.set_defaults(func=cmd_fit)
@@ -232,9 +233,16 @@ def _check_args(args) -> None:
         a, b = (check_digit(d) for d in args.digits)
         if a == b: raise ValueError(f"the two digits must differ, got {a} and {b}")
 
+class _Stopped(BaseException):
+    "SIGTERM, raised in the main thread so that every `finally` runs (temporary files and folders are removed)"
+
+def _on_sigterm(signum, frame): raise _Stopped()
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `digit-sgd`: parse `argv`, run the subcommand, return the exit status"
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         _check_args(args)
         return args.func(args)
@@ -242,3 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         # OSError: missing files, unreadable images; RuntimeError: a data-parallel run whose worker failed (chapter 12)
         print(f"digit-sgd {args.command}: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, _Stopped) as e:                # Ctrl-C or SIGTERM: one line, no traceback, no half file
+        how = 'interrupted (Ctrl-C)' if isinstance(e, KeyboardInterrupt) else 'stopped (SIGTERM)'
+        print(f"digit-sgd {args.command}: {how}{'; nothing was saved' if args.command == 'fit' else ''}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
+    finally:
+        if main_thread and old is not None: signal.signal(signal.SIGTERM, old)   # main() runs in notebooks too

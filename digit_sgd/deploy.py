@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from fastcore.basics import patch
 from pathlib import Path
 from .data import mnist_path
-from .checks import check_count, check_digit, check_out_file
+from .checks import check_count, check_digit, check_out_file, check_new_file
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -31,7 +31,8 @@ from .vision import mnist_subset
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_VERSION', 'MAX_PIXELS', 'DigitModel', 'save_model', 'load_model', 'to_mnist_image',
-           'predict_digits', 'predict_digit', 'seed_learner', 'fit_recipe', 'fit_digits', 'predict_files']
+           'predict_digits', 'predict_digit', 'seed_learner', 'fit_recipe', 'temp_beside', 'move_into_place',
+           'fit_digits', 'predict_files']
 
 # %% ../nbs/06_deploy.ipynb #cbfa7179
 MODEL_FORMAT, MODEL_VERSION = 'digit_sgd.model', 1
@@ -320,16 +321,39 @@ def fit_recipe(learn: Learner, epochs: int, lr: float, progress: bool = True, ct
     return dict(accuracy=round(acc, 4), valid_loss=round(valid_loss, 4), seconds=round(secs, 1), epochs=epochs,
                 n_train=len(learn.dls.train_ds), n_valid=len(learn.dls.valid_ds), lr=lr, device=str(learn.dls.device))
 
+def temp_beside(out: Path) -> Path:
+    "A temporary name in `out`'s folder (same disk, so that renaming it to `out` is one step), ending like `out`"
+    return out.with_name(f'.{out.stem}.{os.getpid()}.tmp{out.suffix}')
+
+def move_into_place(tmp: Path, out: Path, overwrite: bool = False) -> Path:
+    "Rename the finished file `tmp` to `out` in one step: `out` is then the old file or the new one, never half of one. Without `overwrite`, a file another run put at `out` meanwhile is kept, and this says so"
+    try:
+        if overwrite: os.replace(tmp, out)
+        else:
+            try: os.link(tmp, out)                       # atomic, and fails if `out` exists: of two runs, one wins
+            except FileExistsError: raise
+            except OSError:                              # no hard links on this file system: claim the name first
+                os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY)); os.replace(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(f"{out} was saved by another run while this one trained: kept that file, saved nothing") from None
+    finally: tmp.unlink(missing_ok=True)
+    return out
+
 def fit_digits(epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None, bs: int = 64,
-               lr: float = 0.1, seed: int = 42, progress: bool = True, n_valid: int | None = None) -> dict:
-    "Train the seed's resnet18 recipe on MNIST (or `n_per_digit` images per digit, `n_valid` testing ones) and save it to `out` (safetensors)"
+               lr: float = 0.1, seed: int = 42, progress: bool = True, n_valid: int | None = None,
+               overwrite: bool = False) -> dict:
+    "Train the seed's resnet18 recipe on MNIST (or `n_per_digit` images per digit, `n_valid` testing ones) and save it to `out` (safetensors; an existing `out` only if `overwrite`)"
     epochs, bs, lr = check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
-    out = check_out_file(out, '.safetensors')
-    with tempfile.TemporaryDirectory(prefix='mnist_subset_') as tmp:
-        path = mnist_path() if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist', n_valid=n_valid)
-        learn = seed_learner(path, bs, seed)
-        r = dict(fit_recipe(learn, epochs, lr, progress), path=str(out), bs=bs, seed=seed)
-        save_model(learn, out, info={k: r[k] for k in ('accuracy', 'epochs', 'n_train', 'n_valid', 'bs', 'lr', 'seed')})
+    out = check_new_file(out, '.safetensors', overwrite)        # before the training, not after it
+    tmp = temp_beside(out)
+    try:
+        with tempfile.TemporaryDirectory(prefix='mnist_subset_') as d:
+            path = mnist_path() if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(d)/'mnist', n_valid=n_valid)
+            learn = seed_learner(path, bs, seed)
+            r = dict(fit_recipe(learn, epochs, lr, progress), path=str(out), bs=bs, seed=seed)
+            save_model(learn, tmp, info={k: r[k] for k in ('accuracy', 'epochs', 'n_train', 'n_valid', 'bs', 'lr', 'seed')})
+        move_into_place(tmp, out, overwrite)                    # only now, after training succeeded
+    finally: tmp.unlink(missing_ok=True)                        # a failure or Ctrl-C leaves no temporary file
     return r
 
 # %% ../nbs/06_deploy.ipynb #7792cd55

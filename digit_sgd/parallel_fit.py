@@ -8,7 +8,7 @@ import argparse, atexit, json, os, re, signal, subprocess, sys, tempfile, thread
 from datetime import timedelta
 from pathlib import Path
 from .data import mnist_path   # first: it silences fastai's torch.jit warning, in workers too
-from .checks import check_count, check_lr, check_out_file, free_port, time_in_turn
+from .checks import check_count, check_lr, check_out_file, check_new_file, free_port, time_in_turn
 # Accelerate imports tqdm.auto, which warns in a notebook without ipywidgets; fastai draws its own progress bars
 warnings.filterwarnings('ignore', message='IProgress not found')
 import torch
@@ -26,7 +26,7 @@ import fastai.callback.progress, fastai.callback.schedule   # the progress bar, 
 from fastai.callback.core import Callback
 from .classifier import mnist_loss
 from .vision import mnist_subset
-from .deploy import fit_digits, fit_recipe, save_model, seed_learner
+from .deploy import fit_digits, fit_recipe, save_model, seed_learner, move_into_place, temp_beside
 from .learner import digit_net
 from .parallel import check_nproc, dist_backend, init_group, port_in_use
 try: import psutil                     # installed with accelerate (the `dist` extra): finds a run's workers
@@ -158,23 +158,29 @@ def _worker_args(epochs, out, n_per_digit, bs, lr, seed, progress, timeout, resu
             + ([] if progress else ['--no-progress']))
 
 def fit_digits_parallel(nproc: int, epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None,
-                        bs: int = 64, lr: float = 0.1, seed: int = 42, progress: bool = True, timeout: float = 300.) -> dict:
+                        bs: int = 64, lr: float = 0.1, seed: int = 42, progress: bool = True, timeout: float = 300.,
+                        overwrite: bool = False) -> dict:
     "`fit_digits` on `nproc` processes (torchrun, `distrib_ctx`; a batch of `bs` split over them); `timeout`: s a worker waits for the others"
     nproc, epochs, bs, lr = check_nproc(nproc, gpus=False), check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
     timeout = check_lr(timeout, 'timeout')
     if n_per_digit is not None: check_count(n_per_digit, 'n_per_digit')
-    out = check_out_file(out, '.safetensors')
+    out = check_new_file(out, '.safetensors', overwrite)      # before the training; an existing file only if `overwrite`
     if nproc == 1:
-        return {**fit_digits(epochs=epochs, out=out, n_per_digit=n_per_digit, bs=bs, lr=lr, seed=seed, progress=progress), 'nproc': 1}
+        return {**fit_digits(epochs=epochs, out=out, n_per_digit=n_per_digit, bs=bs, lr=lr, seed=seed, progress=progress,
+                             overwrite=overwrite), 'nproc': 1}
     if bs < nproc: raise ValueError(f"batch size {bs} is smaller than nproc={nproc}: each worker needs at least one image")
-    with tempfile.TemporaryDirectory(prefix='fit_parallel_') as tmp:
-        result = Path(tmp)/'result.json'
-        t0 = time.perf_counter()
-        launch_workers(_worker_args(epochs, out.resolve(), n_per_digit, bs, lr, seed, progress, timeout, result),
-                       nproc, echo=progress)
-        if not result.exists(): raise RuntimeError("parallel run failed: rank 0 finished without writing its result")
-        r = json.loads(result.read_text())
-    r['wall_seconds'] = round(time.perf_counter() - t0, 1)
+    part = temp_beside(out)                                   # rank 0 saves here; renamed to `out` once all went well
+    try:
+        with tempfile.TemporaryDirectory(prefix='fit_parallel_') as tmp:
+            result = Path(tmp)/'result.json'
+            t0 = time.perf_counter()
+            launch_workers(_worker_args(epochs, part.resolve(), n_per_digit, bs, lr, seed, progress, timeout, result),
+                           nproc, echo=progress)
+            if not result.exists(): raise RuntimeError("parallel run failed: rank 0 finished without writing its result")
+            r = json.loads(result.read_text())
+        move_into_place(part, out, overwrite)
+    finally: part.unlink(missing_ok=True)
+    r.update(path=str(out), wall_seconds=round(time.perf_counter() - t0, 1))
     return r
 
 def main(argv: list | None = None) -> dict:

@@ -185,6 +185,50 @@ def test_fit_out_folder_and_readonly(tmp_path):
     one_line_error(rc, err, 'is a folder')
 
 
+def test_fit_out_fifo_is_refused_not_a_hang(tmp_path):
+    fifo = tmp_path/'pipe.safetensors'; os.mkfifo(fifo)          # opening a FIFO to write blocks until a reader comes
+    rc, out, err, secs = run('fit', '--out', fifo, timeout=60)
+    one_line_error(rc, err, 'not a regular file')
+
+
+# ---- issue #22: a model is never destroyed by accident -------------------------------------------------------------
+
+def _popen_cli(*args, env=None):
+    cmd = [sys.executable, '-c', 'import sys; from digit_sgd.cli import main; sys.exit(main())', *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def test_two_fits_to_one_out_exactly_one_wins(tmp_path):
+    _mnist()
+    out = tmp_path/'m.safetensors'
+    ps = [_popen_cli('fit', '--n-per-digit', 10, '--seed', seed, '--out', out, '--quiet') for seed in (1, 2)]
+    res = [(*p.communicate(timeout=600), p.returncode) for p in ps]
+    assert sorted(r[2] for r in res) == [0, 2], res                 # exactly one succeeds ...
+    _, err, _ = next(r for r in res if r[2] == 2)
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert 'saved by another run' in err or 'exists: replace it with --force' in err, err   # ... and the other says why
+    winner = next(r for r in res if r[2] == 0)
+    assert f"model saved to {out}" in winner[0]
+    assert out.is_file() and not list(tmp_path.glob('.*tmp*'))       # one model, no temporary file
+
+
+def test_sigterm_during_fit_is_one_line_and_leaves_nothing(tmp_path):
+    _mnist()
+    out, tmpdir = tmp_path/'m.safetensors', tmp_path/'tmp'
+    tmpdir.mkdir()
+    p = _popen_cli('fit', '--n-per-digit', 50, '--epochs', 5, '--out', out, '--quiet', env={'TMPDIR': str(tmpdir)})
+    t0 = time.time()
+    while not list(tmpdir.glob('mnist_subset_*')) and p.poll() is None and time.time() - t0 < 300: time.sleep(0.1)
+    time.sleep(2)                                                    # into the training
+    assert p.poll() is None, p.communicate()
+    p.terminate()
+    o, err = p.communicate(timeout=120)
+    assert p.returncode == 143, (p.returncode, err)
+    assert 'stopped (SIGTERM); nothing was saved' in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not list(tmp_path.glob('.*tmp*'))    # no model and no half-written file beside it,
+    assert not list(tmpdir.glob('mnist_subset_*'))                   # and no subset folder (torch's own caches may stay)
+
+
 def test_diverging_lr_is_an_error_not_an_accuracy():
     _mnist()
     for method in ('sgd', 'gd'):
