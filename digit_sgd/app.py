@@ -4,12 +4,12 @@
 
 # %% ../nbs/06b_app.ipynb #3e8689ad
 from __future__ import annotations
-import os, shutil, time
+import contextlib, hashlib, io, os, shutil, tempfile, threading, time, weakref
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .deploy import DigitModel, load_model, to_mnist_image
+from .deploy import DigitModel, load_model, to_mnist_image, _has_ink
 from .checks import check_address
 
 def _check_model(model) -> None:
@@ -27,8 +27,8 @@ def _check_linear(model) -> None:
         raise ValueError(f"expected a linear two-digit model (chapter 4's digit_net('linear')), got {model}")
 
 # %% auto #0
-__all__ = ['APP_REQUIREMENT', 'SPACE_APP', 'digit_probs', 'sketch_image', 'linear_parts', 'heat_map', 'read_digit', 'make_app',
-           'serve', 'space_files']
+__all__ = ['APP_REQUIREMENT', 'MAX_UPLOAD_MB', 'MAX_STORED_MB', 'MAX_STORED_FILES', 'KEEP_S', 'SPACE_APP', 'digit_probs',
+           'sketch_image', 'linear_parts', 'heat_map', 'read_digit', 'make_app', 'serve', 'space_files']
 
 # %% ../nbs/06b_app.ipynb #208710ef
 def digit_probs(im28: Image.Image, model: DigitModel) -> dict:
@@ -77,8 +77,7 @@ def read_digit(value, model: DigitModel, linear: DigitModel | None = None) -> di
     im = sketch_image(value)
     if im is None: return {**r, 'note': 'Draw a digit (pick the brush), or upload an image of one.'}
     seen = to_mnist_image(im)                              # a ValueError, with one clear line, for a bad image
-    ink = np.asarray(seen) >= 128
-    if ink.sum() < 3: return {**r, 'note': 'The canvas is empty: draw a digit.'}
+    if not _has_ink(seen): return {**r, 'note': 'The canvas is empty: draw a digit.'}   # predict's rule too
     r.update(probs=digit_probs(seen, model), seen=seen)
     if isinstance(im, Image.Image) and im.mode in ('RGBA', 'LA'):           # a drawing: how big is the ink?
         alpha = np.asarray(im.getchannel('A'))
@@ -104,10 +103,27 @@ def _gradio():
         raise ImportError(f"the app needs Gradio: pip install 'digit_sgd[app]' (or pip install '{APP_REQUIREMENT}')") from None
     return gr
 
-def _as_outputs(r: dict) -> tuple:
-    "`read_digit`'s answer as the values of the app's output components"
-    seen = None if r['seen'] is None else r['seen'].resize((140, 140), Image.Resampling.NEAREST)
-    contrib = None if r['contrib'] is None else heat_map(r['contrib'])
+def _png_file(im, folder) -> str:
+    "`im` (a PIL image or an RGB array) as a PNG file in `folder`, named by its content and written whole"
+    im = Image.fromarray(im) if isinstance(im, np.ndarray) else im
+    buf = io.BytesIO(); im.save(buf, format='png'); data = buf.getvalue()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    p = Path(folder)/f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    # A temporary file renamed into place: a request that reads `p` meanwhile gets the whole file, never a
+    # half-written one (Gradio's own cache rewrites the same file in place for the same image: a concurrent
+    # download of it was cut short, "Response content shorter than Content-Length")
+    fd, part = tempfile.mkstemp(dir=folder, prefix='.part_')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(data)
+        os.replace(part, p)
+    except BaseException:
+        Path(part).unlink(missing_ok=True); raise
+    return str(p)
+
+def _as_outputs(r: dict, folder) -> tuple:
+    "`read_digit`'s answer as the values of the app's output components (images as PNG files in `folder`)"
+    seen = None if r['seen'] is None else _png_file(r['seen'].resize((140, 140), Image.Resampling.NEAREST), folder)
+    contrib = None if r['contrib'] is None else _png_file(heat_map(r['contrib']), folder)
     score = '' if r['score'] is None else (
         f"score = sum of weight x pixel ({r['score'] - r['bias']:+.2f}) + bias ({r['bias']:+.2f}) = "
         f"**{r['score']:+.2f}**; P(5) = sigmoid(score) = **{1/(1 + np.exp(-r['score'])):.1%}**")
@@ -120,7 +136,7 @@ def make_app(model: DigitModel, linear: DigitModel | None = None):
     _check_model(model)
     if linear is not None: linear_parts(Image.new('L', (28, 28)), linear)          # a clear error now, not per request
     def answer(value):
-        try: return _as_outputs(read_digit(value, model, linear))
+        try: return _as_outputs(read_digit(value, model, linear), seen.GRADIO_CACHE)
         except (ValueError, TypeError) as e: raise gr.Error(str(e), print_exception=False) from None
     with gr.Blocks(title='digit_sgd: draw a digit', analytics_enabled=False) as demo:
         gr.Markdown("## Draw a digit\nDraw with the mouse or a finger (pick the brush first), or upload an image. "
@@ -156,27 +172,141 @@ def make_app(model: DigitModel, linear: DigitModel | None = None):
         sketch.change(answer, sketch, outs, trigger_mode='always_last', show_progress='hidden', api_name='read_drawing')
         def answer_file(path):
             "The upload's answer; errors name the file the user chose, not Gradio's temporary copy of it"
-            try: return (None if path is None else str(path),) + _as_outputs(read_digit(path, model, linear))
+            try:
+                return (None if path is None else str(path),) + _as_outputs(read_digit(path, model, linear),
+                                                                            seen.GRADIO_CACHE)
             except (ValueError, TypeError) as e:
                 raise gr.Error(str(e).replace(str(path), Path(path).name), print_exception=False) from None
         upload.change(answer_file, upload, [shown] + outs, show_progress='hidden', api_name='read_upload')
     return demo
 
 # %% ../nbs/06b_app.ipynb #62e61af2
+MAX_UPLOAD_MB = 10      # one upload: generous for a digit (an MNIST PNG is under 1 KB, a phone's photo a few MB)
+MAX_STORED_MB = 200     # one server's uploads and answers on disk: beyond it, the oldest files go first
+MAX_STORED_FILES = 2000 # and 2,000 files at most (each upload scans the folder)
+KEEP_S = 600            # and none is kept longer than ten minutes (Gradio's delete_cache, every minute)
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
+def _server_folder() -> Path:
+    "A new folder for one server's files, in Gradio's (GRADIO_TEMP_DIR); those left by servers killed are removed"
+    from gradio.utils import get_upload_folder
+    root = Path(get_upload_folder()); root.mkdir(parents=True, exist_ok=True)
+    for d in root.glob('digit_sgd_serve_*_*'):             # a server killed (SIGKILL) before it could clean up
+        pid = d.name.split('_')[3]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)): shutil.rmtree(d, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f'digit_sgd_serve_{os.getpid()}_', dir=root))
+
+@contextlib.contextmanager
+def _gradio_temp_dir(folder):
+    "GRADIO_TEMP_DIR is `folder` while Gradio builds and launches an app: its components and its server read it then"
+    old = os.environ.get('GRADIO_TEMP_DIR')
+    os.environ['GRADIO_TEMP_DIR'] = str(folder)
+    try: yield
+    finally:
+        if old is None: os.environ.pop('GRADIO_TEMP_DIR', None)
+        else: os.environ['GRADIO_TEMP_DIR'] = old
+
+def _clean_on_close(demo, folder) -> None:
+    "`demo.close()` also removes `folder`; so does the end of the process, if the app is never closed"
+    remove = weakref.finalize(demo, shutil.rmtree, str(folder), ignore_errors=True)
+    close = demo.close
+    def close_and_clean(verbose: bool = True):
+        try: close(verbose)
+        finally: remove()
+    demo.close = close_and_clean
+
+class _UploadGuard:
+    "ASGI middleware before Gradio: a body over `max_bytes` is refused (413, one line) before any of it is stored"
+    def __init__(self, app, folder, max_bytes: int, max_stored: int, max_files: int = MAX_STORED_FILES):
+        self.app, self.folder, self.max_bytes, self.max_stored, self.max_files = app, Path(folder), max_bytes, max_stored, max_files
+        self.lock, self.pending = threading.Lock(), 0
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http': return await self.app(scope, receive, send)
+        h = dict(scope['headers'])
+        if b'transfer-encoding' in h:                       # a body of unknown size: browsers never send one
+            return await self._refuse(scope, receive, send, 411, "send the file with a Content-Length header")
+        n = int(h[b'content-length']) if h.get(b'content-length', b'').isdigit() else 0
+        if n > self.max_bytes + 2**13:                      # 8 KB for the form around the file
+            if h.get(b'expect', b'').lower() != b'100-continue': await self._drain(receive, n)
+            return await self._refuse(scope, receive, send, 413, f"the file is too large ({n/2**20:.2f} MB): this app "
+                                      f"takes files of up to {self.max_bytes/2**20:g} MB, and a digit needs far less")
+        if not (scope['path'].endswith('/upload') and n): return await self.app(scope, receive, send)
+        import anyio
+        await anyio.to_thread.run_sync(self._make_room, n)
+        try: await self.app(scope, receive, send)
+        finally: await anyio.to_thread.run_sync(self._done, n)
+
+    @staticmethod
+    async def _drain(receive, n: int, seconds: float = 30):
+        "Read the body to its end (at most `n` bytes, `seconds`): a client still sending then reads the answer, not a reset"
+        import anyio
+        with anyio.move_on_after(seconds):
+            while n > 0:
+                m = await receive()
+                n -= len(m.get('body', b''))
+                if m['type'] != 'http.request' or not m.get('more_body'): return
+
+    @staticmethod
+    async def _refuse(scope, receive, send, code: int, line: str):
+        from starlette.responses import PlainTextResponse
+        await PlainTextResponse(line + '\n', status_code=code)(scope, receive, send)
+
+    def _make_room(self, n: int) -> None:
+        "Delete the oldest files of the folder until it has room for `n` bytes more (and the uploads under way)"
+        with self.lock:
+            files, dirs = [], []
+            for d, ds, fs in os.walk(self.folder):
+                dirs += [os.path.join(d, x) for x in ds]
+                for f in fs:
+                    with contextlib.suppress(OSError):
+                        st = os.lstat(p := os.path.join(d, f)); files.append((st.st_mtime, st.st_size, p))
+            used, count = sum(s for _, s, _ in files) + self.pending, len(files)
+            for _, size, p in sorted(files):
+                if used + n <= self.max_stored and count < self.max_files: break
+                with contextlib.suppress(OSError): os.remove(p); used -= size; count -= 1
+            for d in dirs:                                  # Gradio's upload folders, empty for a minute
+                with contextlib.suppress(OSError):
+                    if time.time() - os.stat(d).st_mtime > 60: os.rmdir(d)
+            self.pending += n
+
+    def _done(self, n: int) -> None:
+        with self.lock: self.pending -= n
+
 def serve(model: DigitModel, linear: DigitModel | None = None, host: str = '127.0.0.1', port: int = 7860,
-          block: bool = True):
-    "Serve `make_app(model, linear)` on `host:port`; `block=False` returns the running app (stop it with `.close()`)"
+          block: bool = True, max_upload_mb: float = MAX_UPLOAD_MB, max_stored_mb: float = MAX_STORED_MB):
+    "Serve `make_app(model, linear)` on `host:port` (`block=False`: returns the running app; stop it with `.close()`)"
     check_address(host, port)
-    demo = make_app(model, linear)
+    if not (0 < max_upload_mb <= max_stored_mb):
+        raise ValueError(f"need 0 < max_upload_mb <= max_stored_mb, got {max_upload_mb} and {max_stored_mb}")
+    _gradio()
+    from starlette.middleware import Middleware
+    folder = _server_folder()                       # its uploads and answers: removed when it stops
     try:
-        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=not block, show_error=True,
-                    inline=False,                   # in a notebook: no frame that points at a server gone later
-                    max_file_size='20mb', ssr_mode=False, footer_links=[])
+        with _gradio_temp_dir(folder): demo = make_app(model, linear)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True); raise
+    _clean_on_close(demo, folder)
+    demo.delete_cache = (60, KEEP_S)
+    guard = Middleware(_UploadGuard, folder=folder, max_bytes=int(max_upload_mb*2**20), max_stored=int(max_stored_mb*2**20))
+    try:
+        with _gradio_temp_dir(folder):
+            demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=not block, show_error=True,
+                        inline=False,               # in a notebook: no frame that points at a server gone later
+                        max_file_size=int(max_upload_mb*2**20), ssr_mode=False, footer_links=[],
+                        app_kwargs=dict(middleware=[guard]))
         while block: time.sleep(0.2)                # until Ctrl-C
     except KeyboardInterrupt:                       # also while the server starts: its thread would keep the process alive
         demo.close()
         if not block: raise
         print("stopped (Ctrl-C)", flush=True)
+    except BaseException:                           # SIGTERM (the CLI raises), or a failed start: nothing left behind
+        demo.close(); raise
     return demo
 
 # %% ../nbs/06b_app.ipynb #ad354b12
@@ -185,6 +315,8 @@ SPACE_APP = '''\
 from digit_sgd.app import serve
 from digit_sgd.deploy import load_model
 linear = load_model('{linear}') if '{linear}' else None
+# 0.0.0.0, all interfaces, on purpose: the Space runs this in a container, and Hugging Face's proxy reaches port
+# 7860 from outside it. On your own machine, `digit-sgd serve` listens on 127.0.0.1 (this machine) only.
 serve(load_model('{model}'), linear, host='0.0.0.0', port=7860)
 '''
 

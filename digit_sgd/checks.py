@@ -14,7 +14,8 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', c
 
 # %% auto #0
 __all__ = ['cpu_model', 'machine_info', 'check_lr', 'check_count', 'check_digit', 'sync', 'time_in_turn', 'check_out_file',
-           'check_new_file', 'free_port', 'check_address']
+           'check_new_file', 'check_in_file', 'NotLearnedError', 'learned_bound', 'check_learned', 'free_port',
+           'check_address']
 
 # %% ../nbs/91_checks.ipynb #9c316ef2
 def cpu_model() -> str:
@@ -121,6 +122,45 @@ def check_new_file(path, suffix: str | None = None, overwrite: bool = False) -> 
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p} exists: replace it with --force (overwrite=True), or choose another name")
     return p
+
+# %% ../nbs/91_checks.ipynb #6ba11f8c
+def check_in_file(path, what: str = 'file') -> Path:
+    "`path` as a `Path` if it is an existing regular file to read (a `what`), else one clear line: missing, a folder, or a pipe, device or socket (reading those can block forever)"
+    p = Path(os.path.expanduser(path))
+    if not p.exists(): raise FileNotFoundError(f"no such {what}: {p}")
+    if p.is_dir(): raise ValueError(f"not a {what}: {p} is a folder")
+    if not p.is_file(): raise ValueError(f"not a {what}: {p} is not a regular file (a pipe, device or socket)")
+    return p
+
+
+# %% ../nbs/91_checks.ipynb #d6f4ce17
+class NotLearnedError(ValueError):
+    "Training ran to its end but learned nothing worth keeping: no step was taken, or the model is no better than chance"
+
+def learned_bound(n_classes: int, n_valid: int) -> float:
+    "The validation accuracy a model must beat to count as learned: chance (`1/n_classes`) plus 0.1, or plus three standard errors of a guess on `n_valid` images if that is more"
+    n_classes, n_valid = check_count(n_classes, 'n_classes'), check_count(n_valid, 'n_valid')
+    if n_classes < 2: raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+    c = 1/n_classes
+    return c + max(0.1, 3*math.sqrt(c*(1 - c)/n_valid))
+
+def check_learned(accuracy: float, n_classes: int, n_valid: int, steps: int, lr: float,
+                  losses: tuple | None = None, where: str = 'training') -> float:
+    "`accuracy` if training took a step, its loss fell (`losses`: at the start, at the end) and it beats `learned_bound`; else a `NotLearnedError` that says what happened and what to try"
+    bound = learned_bound(n_classes, n_valid)
+    if steps < 1:
+        raise NotLearnedError(f"{where} took no optimizer step, so the model is untrained: use a smaller batch size or more data")
+    if losses is not None:
+        start, end = (float(o) for o in losses)
+        if math.isfinite(start) and math.isfinite(end) and end > start*(1 - 1e-3):
+            raise NotLearnedError(f"{where} learned nothing: the loss did not fall ({start:.4g} at the start, {end:.4g} "
+                                  f"after {steps} steps), so lr {lr:g} is too small to move the parameters: try a larger learning rate")
+    if not accuracy > bound:                             # nan fails too
+        raise NotLearnedError(f"{where} learned nothing: validation accuracy {accuracy:.3f} on {n_valid} images, where "
+                              f"guessing gets {1/n_classes:.2f} (it needs more than {bound:.2f}); try more data, more epochs "
+                              f"or another learning rate (this run: lr {lr:g}, {steps} steps)")
+    return accuracy
+
 
 # %% ../nbs/91_checks.ipynb #8e060cfb
 def free_port(host: str = '127.0.0.1') -> int:

@@ -86,12 +86,25 @@ def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
     return correct.float().mean()
 
 # %% ../nbs/02_digit_classifier.ipynb #735ba8e6
-def _check_fit(x: Tensor, y: Tensor, lr: float, epochs: int, loss_func: Callable) -> int:
-    "`epochs` as an int, after checking `lr`, `epochs`, the rows of `x` and `y`, and the targets `mnist_loss` needs"
+def _check_inputs(x: Tensor, params=None, name: str = 'x') -> Tensor:
+    "`x` if it is a float tensor (of the parameters' dtype, if given), else a `ValueError` that says how to fix the data"
+    if not isinstance(x, Tensor): raise ValueError(f"{name} must be a torch tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} holds {x.dtype} numbers, and the models train on floats: use {name}.float()/255 "
+                         f"for pixels 0-255 (as load_pair does)")
+    dt = params[0].dtype if params is not None and len(params) and isinstance(params[0], Tensor) else None
+    if dt is not None and x.dtype != dt:
+        raise ValueError(f"{name} is {x.dtype} but the parameters are {dt}: convert it with {name}.to({dt})")
+    return x
+
+def _check_fit(x: Tensor, y: Tensor, lr: float, epochs: int, loss_func: Callable, params=None) -> int:
+    "`epochs` as an int, after checking `lr`, `epochs`, the rows of `x` and `y`, the type of `x`, and the targets `mnist_loss` needs"
     check_lr(lr); epochs = check_count(epochs, 'epochs')
     if len(x) != len(y): raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    _check_inputs(x, params)
     if loss_func is mnist_loss: check_targets(y)
     return epochs
+
 
 # %% ../nbs/02_digit_classifier.ipynb #2f23fd9c
 def model_accuracy(model, params, x: Tensor, y: Tensor) -> float:
@@ -101,7 +114,7 @@ def model_accuracy(model, params, x: Tensor, y: Tensor) -> float:
 def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid: tuple | None = None,
              loss_func: Callable = mnist_loss) -> dict:
     "Full-batch gradient descent for `epochs` steps; returns the history: epoch, loss, valid_acc, seconds; `DivergedError` if the loss blows up"
-    epochs = _check_fit(x, y, lr, epochs, loss_func)          # turn away bad arguments (hidden cell above)
+    epochs = _check_fit(x, y, lr, epochs, loss_func, params)        # turn away bad arguments (hidden cell above)
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
     secs = 0.
     for epoch in range(1, epochs+1):
@@ -110,7 +123,7 @@ def train_gd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, valid:
         loss.backward()
         gd_step(params, lr)
         sync(x.device); secs += time.perf_counter() - t0             # a GPU's work done before the clock
-        check_finite(loss.item(), params, lr, f"epoch {epoch}")      # stop, loudly, instead of training on nan
+        check_finite(loss.item(), params, lr, f"epoch {epoch}", x)   # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss.item()); hist['seconds'].append(secs)
         hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))
     return hist

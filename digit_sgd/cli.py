@@ -4,9 +4,22 @@
 
 # %% ../nbs/90_cli.ipynb #7687590e
 from __future__ import annotations
-import argparse, configparser, json, os, re, signal, sys, threading
+import os, signal, sys
+
+def _quit_on_ctrl_c(signum, frame):
+    print("digit-sgd: interrupted (Ctrl-C)", file=sys.stderr); raise SystemExit(130)   # SystemExit prints no traceback
+
+# Run as the `digit-sgd` command, Ctrl-C while the imports below load (a second or more) would print a traceback
+# from deep inside them: until main() starts, it ends the program with one line instead. In a notebook or a
+# test, where this module is imported, nothing changes.
+if os.path.basename(sys.argv[0] if sys.argv else '').removesuffix('.exe') == 'digit-sgd':
+    try: signal.signal(signal.SIGINT, _quit_on_ctrl_c)
+    except ValueError: pass                                   # not the main thread: leave Ctrl-C alone
+
+import argparse, configparser, json, re, threading
 from .data import MNISTMissingError, SPLITS, mnist_path, mnist_counts
-from .checks import check_lr, check_count, check_digit, check_out_file, check_new_file, check_address
+from .checks import check_lr, check_count, check_digit, check_out_file, check_new_file, check_in_file, check_address
+
 
 # %% auto #0
 __all__ = ['cmd_data', 'cmd_train', 'cmd_compare', 'cmd_fit', 'cmd_predict', 'cmd_serve', 'build_parser', 'main']
@@ -82,11 +95,12 @@ def cmd_fit(args) -> int:
     if args.nproc == 1:
         from digit_sgd.deploy import fit_digits
         r = fit_digits(epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs, lr=args.lr,
-                       seed=args.seed, progress=not args.quiet, overwrite=args.force)
+                       seed=args.seed, progress=not args.quiet, overwrite=args.force, n_valid=args.n_valid)
     else:                                                      # chapter 12: torchrun, one batch of --bs split over them
         from digit_sgd.parallel_fit import fit_digits_parallel
         r = fit_digits_parallel(args.nproc, epochs=args.epochs, out=args.out, n_per_digit=args.n_per_digit, bs=args.bs,
-                                lr=args.lr, seed=args.seed, progress=not args.quiet, overwrite=args.force)
+                                lr=args.lr, seed=args.seed, progress=not args.quiet, overwrite=args.force,
+                                n_valid=args.n_valid)
     on = '' if args.nproc == 1 else f" on {args.nproc} processes"
     print(f"trained for {args.epochs} epoch(s){on} in {r['seconds']:.1f} s: validation accuracy {r['accuracy']:.4f}")
     print(f"model saved to {r['path']}")
@@ -94,22 +108,25 @@ def cmd_fit(args) -> int:
 
 # %% ../nbs/90_cli.ipynb #b40aba58
 def cmd_predict(args) -> int:
-    "`digit-sgd predict`: one line per image with the digit and its probability"
-    for f in args.images:                                     # the cheap checks, before torch and fastai load
-        if not os.path.exists(f): raise FileNotFoundError(f"no such image file: {f}")
-        if os.path.isdir(f): raise ValueError(f"not an image file: {f} is a folder")
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f"no model file at {args.model}") if not os.path.exists(args.model) else \
-              ValueError(f"not a model file: {args.model} is a folder")
-    from digit_sgd.deploy import predict_files
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')                       # --unsafe-pickle: the one-line warning below instead
-        if args.unsafe_pickle: print(f"digit-sgd predict: warning: unpickling {args.model} can run any code in it; "
-                                     "use --unsafe-pickle only for files you trust", file=sys.stderr)
-        res = predict_files(args.images, args.model, unsafe_pickle=args.unsafe_pickle)
-    for f, digit, prob in res: print(f"{f}: {digit} ({prob:.1%})")
-    return 0
+    "`digit-sgd predict`: one line per image with the digit and its probability; a file it cannot read gets one line on stderr (and exit status 2), and the others are still read"
+    check_in_file(args.model, 'model file')                   # the cheap checks, before torch and fastai load
+    errors, good = [], []
+    for f in args.images:
+        try: good.append(str(check_in_file(f, 'image file')))
+        except (OSError, ValueError) as e: errors.append((f, str(e)))
+    res = []
+    if good:
+        from digit_sgd.deploy import predict_files
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')                   # --unsafe-pickle: the one-line warning below instead
+            if args.unsafe_pickle: print(f"digit-sgd predict: warning: unpickling {args.model} can run any code in it; "
+                                         "use --unsafe-pickle only for files you trust", file=sys.stderr)
+            res = predict_files(good, args.model, unsafe_pickle=args.unsafe_pickle, errors=errors)
+    for f, digit, prob in res: print(f"{f}: {digit} ({prob:.1%})" if digit is not None else f"{f}: no digit (the image is blank)")
+    for f, msg in errors: print(f"digit-sgd predict: {msg}", file=sys.stderr)
+    return 2 if errors else 0
+
 
 # %% ../nbs/90_cli.ipynb #ebb61837
 def cmd_serve(args) -> int:
@@ -120,9 +137,7 @@ def cmd_serve(args) -> int:
     if args.model is not None and args.quick: raise ValueError("give --model or --quick, not both")
     if args.linear is not None and args.no_linear: raise ValueError("give --linear or --no-linear, not both")
     for name, p in (('model', args.model), ('linear model', args.linear)):
-        if p is not None and not os.path.isfile(p):
-            raise FileNotFoundError(f"no {name} file at {p}") if not os.path.exists(p) else \
-                  ValueError(f"not a {name} file: {p} is a folder")
+        if p is not None: check_in_file(p, f'{name} file')    # missing, a folder, or a FIFO
     check_address(args.host, args.port)                        # before torch, fastai and Gradio load (seconds)
     from digit_sgd.app import serve, _gradio
     _gradio()                                                  # the clear ImportError now, if the extra is missing
@@ -198,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='where to save the model: weights as safetensors, described in JSON (default: model.safetensors)')
     f.add_argument('--n-per-digit', type=int, default=None, metavar='N',
                    help='train on N random training images per digit (default: all 60,000 images)')
+    f.add_argument('--n-valid', type=int, default=None, metavar='N',
+                   help='with --n-per-digit: validate on N testing images per digit (default: as many as MNIST has, up to N)')
     f.add_argument('--bs', type=int, default=64, help='batch size (default: 64)')
     f.add_argument('--lr', type=float, default=0.1, help='learning rate of fit_one_cycle (default: 0.1)')
     f.add_argument('--seed', type=int, default=42, help='random seed (default: 42)')
@@ -227,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> None:
     "The checks that need no torch (numbers and digits), so a bad call fails in a fraction of a second"
     if getattr(args, 'lr', None) is not None: check_lr(args.lr)
-    for name in ('epochs', 'bs', 'gd_epochs', 'sgd_epochs', 'repeats', 'n_per_digit', 'nproc'):
+    for name in ('epochs', 'bs', 'gd_epochs', 'sgd_epochs', 'repeats', 'n_per_digit', 'n_valid', 'nproc'):
         if getattr(args, name, None) is not None: check_count(getattr(args, name), 'batch size' if name == 'bs' else name)
     if getattr(args, 'digits', None) is not None:
         a, b = (check_digit(d) for d in args.digits)
@@ -240,10 +257,12 @@ def _on_sigterm(signum, frame): raise _Stopped()
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `digit-sgd`: parse `argv`, run the subcommand, return the exit status"
-    args = build_parser().parse_args(argv)
-    main_thread = threading.current_thread() is threading.main_thread()
+    main_thread, args = threading.current_thread() is threading.main_thread(), None
     old = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
+        if main_thread and signal.getsignal(signal.SIGINT) is _quit_on_ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)    # from here on, Ctrl-C is KeyboardInterrupt
+        args = build_parser().parse_args(argv)
         _check_args(args)
         return args.func(args)
     except (MNISTMissingError, ValueError, OSError, ImportError, RuntimeError, configparser.Error) as e:
@@ -252,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, _Stopped) as e:                # Ctrl-C or SIGTERM: one line, no traceback, no half file
         how = 'interrupted (Ctrl-C)' if isinstance(e, KeyboardInterrupt) else 'stopped (SIGTERM)'
-        print(f"digit-sgd {args.command}: {how}{'; nothing was saved' if args.command == 'fit' else ''}", file=sys.stderr)
+        cmd = getattr(args, 'command', None)
+        print(f"digit-sgd{' ' + cmd if cmd else ''}: {how}{'; nothing was saved' if cmd == 'fit' else ''}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 143
     finally:
         if main_thread and old is not None: signal.signal(signal.SIGTERM, old)   # main() runs in notebooks too
+

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_compare.ipynb #968bb748
 from __future__ import annotations
-from .checks import machine_info, check_count, check_lr   # first: it silences fastai's torch.jit warning
+from .checks import machine_info, check_count, check_lr, check_learned   # first: it silences fastai's torch.jit warning
 import math, statistics
 from pathlib import Path
 import torch
@@ -65,6 +65,7 @@ def compare(digits=(5, 4), gd_epochs: int = 100, sgd_epochs: int = 2, bs: int = 
     rows = []
     for name, epochs, b, run in methods:
         h, ts = hists[name], secs[name]
+        check_learned(h['valid_acc'][-1], 2, len(vx), epochs*math.ceil(len(x)/b), lr, where=name)  # else: stop, and say
         rows.append(dict(method=name, epochs=epochs, bs=b, seconds=statistics.median(ts), min=min(ts), max=max(ts),
                          valid_acc=h['valid_acc'][-1], machine=machine_info(device),
                          history=dict(seconds=list(h['seconds']), valid_acc=list(h['valid_acc']))))

@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_data.ipynb #dd3e13cd
 from __future__ import annotations
-import hashlib, os, socket, warnings
+import hashlib, os, re, socket, warnings
 from pathlib import Path
 from fastcore.foundation import Config
 from .checks import check_digit      # first: it also silences fastai's torch.jit warning (see the appendix)
+from PIL import Image                          # light (no torch): images, and gray_image's type hints
 
 # %% auto #0
 __all__ = ['MNIST_COUNTS', 'SPLITS', 'CACHE_VERSION', 'fastai_data_dir', 'MNISTMissingError', 'mnist_counts', 'check_mnist',
-           'mnist_path', 'cache_dir', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits', 'show_digits',
-           'pixel_table']
+           'mnist_path', 'cache_dir', 'gray_image', 'decode_pngs', 'load_digit', 'load_pair', 'load_digits',
+           'show_digits', 'pixel_table']
 
 # %% ../nbs/00_data.ipynb #59adb3b9
 def fastai_data_dir() -> Path:
@@ -37,13 +38,37 @@ class MNISTMissingError(FileNotFoundError):
 # %% ../nbs/00_data.ipynb #4a52de8d
 _counts_memo = {}
 
+def _not_a_file(p) -> str | None:
+    "What `p` is, after following links, when it is not a regular file ('a FIFO (named pipe)', 'a folder', ...), else `None`"
+    import stat
+    try: mode = os.stat(p).st_mode
+    except FileNotFoundError: return 'a broken link'
+    except OSError as e: return f'unreadable ({e.strerror or e})'     # a loop of links, say
+    if stat.S_ISREG(mode): return None
+    kinds = [(stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket'),
+             (stat.S_ISCHR, 'a device'), (stat.S_ISBLK, 'a device')]
+    return next((k for is_kind, k in kinds if is_kind(mode)), 'not a regular file')
+
+def _not_a_file_msg(p, kind: str) -> str:
+    return f"{p} is {kind}, not a PNG file: remove it from the data folder (MNIST's digit folders hold only PNG files)"
+
 def mnist_counts(path: Path) -> dict:
-    "Number of PNGs in `path/split/digit` for each split and digit: `{split: (n0, ..., n9)}`"
+    "Number of PNGs in `path/split/digit` for each split and digit: `{split: (n0, ..., n9)}`; an entry there that is not a regular file (a FIFO, a socket, a folder, a broken link) is an `MNISTMissingError` that names it"
     path = Path(path)
-    dirs = [path/s/str(d) for s in SPLITS for d in range(10)]
-    key = (str(path), tuple(d.stat().st_mtime_ns if d.is_dir() else None for d in dirs))
+    splits, dirs = [path/s for s in SPLITS], [path/s/str(d) for s in SPLITS for d in range(10)]
+    key = (str(path), tuple(d.stat().st_mtime_ns if d.is_dir() else None for d in splits + dirs))
     if key not in _counts_memo:
-        n = [sum(e.name.endswith('.png') for e in os.scandir(d)) if d.is_dir() else 0 for d in dirs]
+        # a FIFO in place of a PNG blocks whoever opens it (PIL, fastai) forever; `is_file` reads the type that the
+        # folder's listing already holds, so the check costs no extra system call for a plain file
+        bad = [e.path for s in splits if s.is_dir() for e in os.scandir(s) if not (e.is_file() or e.is_dir())]
+        n = []
+        for d in dirs:
+            entries = list(os.scandir(d)) if d.is_dir() else []
+            bad += [e.path for e in entries if not e.is_file()]
+            n.append(sum(e.name.endswith('.png') for e in entries))
+        if bad:
+            more = f" ({len(bad)-1} more entries like it)" if len(bad) > 1 else ''
+            raise MNISTMissingError(_not_a_file_msg(bad[0], _not_a_file(bad[0])) + more)
         _counts_memo.clear()
         _counts_memo[key] = {s: tuple(n[i*10:(i+1)*10]) for i,s in enumerate(SPLITS)}
     return _counts_memo[key]
@@ -60,13 +85,32 @@ def _missing_msg(path: Path) -> str:
             f"  2. offline: extract mnist_png.tgz into $FASTAI_HOME/data:\n"
             f"       {_extract_hint(path.parent)}")
 
+def _extra_pngs(path: Path, split: str, digit: int) -> list:
+    "The PNGs of `path/split/digit` that cannot be MNIST's: MNIST names each image by its number in the split (0.png, 1.png, ...), in one digit folder"
+    def names(d): return {e.name for e in os.scandir(path/split/str(d)) if e.name.endswith('.png')} if (path/split/str(d)).is_dir() else set()
+    others, n_split = set().union(*(names(d) for d in range(10) if d != digit)), sum(MNIST_COUNTS[split])
+    return sorted(n for n in names(digit) if n in others or not re.fullmatch(r'(0|[1-9][0-9]*)\.png', n) or int(n[:-4]) >= n_split)
+
 def _incomplete_msg(path: Path, counts: dict) -> str:
     have = sum(map(sum, counts.values()))
     cells = [(s, d) for s in SPLITS for d in range(10)]
     short = [f"{s}/{d} has {counts[s][d]} of {MNIST_COUNTS[s][d]}" for s,d in cells
-             if counts[s][d] and counts[s][d] != MNIST_COUNTS[s][d]]
+             if 0 < counts[s][d] < MNIST_COUNTS[s][d]]
     empty = sum(counts[s][d] == 0 for s,d in cells)
-    parts = short[:3] + [f"{len(short)-3} more folders short"]*(len(short) > 3) + \
+    over, extra, n_extra = [], [], 0                  # folders with more PNGs than MNIST has: name the extra ones
+    for s, d in cells:
+        k = counts[s][d] - MNIST_COUNTS[s][d]
+        if k <= 0: continue
+        names = _extra_pngs(path, s, d); n_extra += k; extra += [path/s/str(d)/n for n in names]
+        which = f": {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}" if names else " (named like MNIST's own)"
+        over.append(f"{s}/{d} has {counts[s][d]} of {MNIST_COUNTS[s][d]}, {k} more than MNIST{which}")
+    if over and not short and not empty:              # the images are all there: remove the extra ones, no more
+        rm = ' '.join(f'"{p}"' for p in extra)
+        fix = (f"Remove the extra files:\n  rm {rm}" if len(extra) == n_extra <= 5 else
+               "Remove the extra files (MNIST names its own by their number: 0.png to 59999.png in training, "
+               "0.png to 9999.png in testing, each in one digit folder).")
+        return f"MNIST at {path} has files that are not MNIST's\n({'; '.join(over)}).\n{fix}"
+    parts = short[:3] + [f"{len(short)-3} more folders short"]*(len(short) > 3) + over + \
             [f"{empty} of 20 digit folders empty or missing"]*(empty > 0)
     return (f"MNIST at {path} is incomplete: it holds {have:,} of 70,000 images\n({'; '.join(parts)}).\n"
             f"Delete it and extract mnist_png.tgz again:\n"
@@ -108,26 +152,39 @@ def _check_split(split: str) -> str:
     return split
 
 # %% ../nbs/00_data.ipynb #41b0a205
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 def _fingerprint(folder: Path) -> dict:
-    "The number of PNGs in `folder` and a hash of every PNG's name, size and modification time"
+    "The number of PNGs in `folder` and a hash of every PNG's name, size, modification and change times, and inode"
     h, n = hashlib.sha256(), 0
     for e in sorted(os.scandir(folder), key=lambda e: e.name):
         if e.name.endswith('.png'):
             st = e.stat()
-            h.update(f"{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()); n += 1
+            h.update(f"{e.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode()); n += 1
     return dict(version=CACHE_VERSION, n=n, listing=h.hexdigest())
 
 # %% ../nbs/00_data.ipynb #ca234f3e
+def gray_image(im: Image.Image) -> Image.Image:
+    "`im` as an 8-bit gray image (mode 'L'): 16-bit gray ('I;16', 'I;16B', 'I') scaled by 255/65535, not clipped; float ('F') in [0, 1] scaled by 255, other floats clipped to 0-255; any other mode `im.convert('L')`"
+    import numpy as np
+    if im.mode == 'I' or im.mode.startswith('I;16'):     # 16-bit PNGs open as 'I;16', 16-bit PGMs as 'I'
+        a = np.clip(np.asarray(im).astype(np.int64), 0, None)
+        top = max(65535, int(a.max(initial=0)))            # wider than 16 bits: by the image's own maximum
+        a = (a*255 + top//2)//top                          # rounded: a 16-bit v*257 gives back v exactly
+    elif im.mode == 'F':
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        a = np.clip(np.rint(a*255 if a.size and 0 <= a.min() and a.max() <= 1 else a), 0, 255)
+    else: return im.convert('L')                           # 8-bit gray, RGB, palette, ...: PIL's own conversion
+    return Image.fromarray(a.astype(np.uint8))
+
 def _decode_png(f: Path):
     "One MNIST PNG as a `uint8` array `[28, 28]`; a `ValueError` naming the file if it is not one"
     import numpy as np
-    from PIL import Image
+    if kind := _not_a_file(f): raise ValueError(_not_a_file_msg(f, kind))   # opening a FIFO would wait forever
     try:
         with Image.open(f) as im:                  # reads the header only: the size is known before any pixel
             if im.size != (28, 28): raise ValueError(f"{f} is {im.width}x{im.height} pixels; MNIST images are 28x28")
-            return np.asarray(im.convert('L'))
+            return np.asarray(gray_image(im))
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:   # not a PNG, truncated, ...
         raise ValueError(f"cannot read {f}: {e}") from None
 

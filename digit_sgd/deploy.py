@@ -8,8 +8,8 @@ import json, math, os, tempfile, time, warnings
 from contextlib import nullcontext
 from fastcore.basics import patch
 from pathlib import Path
-from .data import mnist_path
-from .checks import check_count, check_digit, check_out_file, check_new_file
+from .data import mnist_path, gray_image
+from .checks import check_count, check_digit, check_out_file, check_new_file, check_in_file, check_learned
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -30,7 +30,7 @@ from .gd import check_finite
 from .vision import mnist_subset
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_VERSION', 'MAX_PIXELS', 'DigitModel', 'save_model', 'load_model', 'to_mnist_image',
+__all__ = ['MODEL_FORMAT', 'MODEL_VERSION', 'MAX_PIXELS', 'MIN_INK', 'DigitModel', 'save_model', 'load_model', 'to_mnist_image',
            'predict_digits', 'predict_digit', 'seed_learner', 'fit_recipe', 'temp_beside', 'move_into_place',
            'fit_digits', 'predict_files']
 
@@ -43,38 +43,45 @@ def _arch_builders() -> dict:
     return {'resnet18': lambda n_out: create_vision_model(resnet18, n_out, pretrained=False),
             'digit_net': lambda kind, n_hidden: digit_net(kind, n_hidden)}
 
+def _num(v, lo: float, hi: float) -> bool:
+    "Is `v` a JSON number (not a boolean), finite, from `lo` to `hi`?"
+    return type(v) in (int, float) and math.isfinite(v) and lo <= v <= hi
+
 def _check_meta(meta, where: str = 'model') -> dict:
-    "`meta` if it describes a model this module can rebuild, else a `ValueError` that says what is wrong"
+    "`meta` if it describes a model this module can rebuild, else a `ValueError` that says what is wrong: every field of the right JSON type, every number finite and in a sane range"
     def bad(msg): raise ValueError(f"{where}: {msg}")
     if not isinstance(meta, dict) or meta.get('format') != MODEL_FORMAT: bad(f"not a {MODEL_FORMAT} description")
-    if meta.get('version') != MODEL_VERSION: bad(f"format version {meta.get('version')!r}; this library reads {MODEL_VERSION}")
+    if type(meta.get('version')) is not int or meta['version'] != MODEL_VERSION:
+        bad(f"format version {meta.get('version')!r}; this library reads {MODEL_VERSION}")
     arch, args = meta.get('arch'), meta.get('arch_args')
-    if arch not in _arch_builders(): bad(f"unknown architecture {arch!r}; known: {sorted(_arch_builders())}")
+    if not isinstance(arch, str) or arch not in _arch_builders(): bad(f"unknown architecture {arch!r}; known: {sorted(_arch_builders())}")
     if not isinstance(args, dict): bad("arch_args must be a JSON object")
     classes = meta.get('classes')
     if not isinstance(classes, list) or len(set(map(str, classes))) != len(classes): bad("classes must be a list of distinct digits")
     try: [check_digit(c) for c in classes]
     except ValueError as e: bad(str(e))
     out = meta.get('output')
+    if not isinstance(out, str) or out not in ('sigmoid', 'softmax'): bad(f"output must be 'sigmoid' or 'softmax', got {out!r}")
     if out == 'sigmoid' and len(classes) != 2: bad("a sigmoid output stands for exactly two digits")
     if out == 'softmax' and len(classes) < 2: bad("a softmax output needs at least two digits")
-    if out not in ('sigmoid', 'softmax'): bad(f"output must be 'sigmoid' or 'softmax', got {out!r}")
     inp = meta.get('input')
-    if not isinstance(inp, dict) or inp.get('channels') not in (1, 3) or not isinstance(inp.get('flatten'), bool):
+    if (not isinstance(inp, dict) or type(inp.get('channels')) is not int or inp['channels'] not in (1, 3)
+        or not isinstance(inp.get('flatten'), bool)):
         bad("input must say channels (1 or 3) and flatten (true or false)")
-    for k in ('mean', 'std'):
-        v = inp.get(k)
-        if v is not None and (not isinstance(v, list) or len(v) != inp['channels'] or
-                              not all(isinstance(o, (int, float)) and math.isfinite(o) for o in v) or
-                              (k == 'std' and min(v) <= 0)):
-            bad(f"input {k} must be null or {inp['channels']} finite numbers" + (" > 0" if k == 'std' else ''))
-    if not isinstance(inp.get('scale'), (int, float)) or not inp['scale'] > 0: bad("input scale must be a number > 0")
+    for k, lo, hi in (('mean', -1e3, 1e3), ('std', 1e-3, 1e3)):        # 5e-324 or 1e308 would turn pixels into inf
+        if k not in inp: bad(f"input must say {k} (a list of numbers, or null)")
+        v = inp[k]
+        if v is not None and (not isinstance(v, list) or len(v) != inp['channels'] or not all(_num(o, lo, hi) for o in v)):
+            bad(f"input {k} must be null or a list of {inp['channels']} numbers from {lo:g} to {hi:g}, got {v!r}")
+    if (inp.get('mean') is None) != (inp.get('std') is None): bad("input mean and std must both be given, or both null")
+    if not _num(inp.get('scale'), 1, 65535): bad(f"input scale must be a number from 1 to 65535 (255 for 8-bit pixels), got {inp.get('scale')!r}")
     from digit_sgd.learner import NETS
-    if arch == 'resnet18': ok = out == 'softmax' and args == {'n_out': len(classes)}
-    else: ok = (out == 'sigmoid' and set(args) == {'kind', 'n_hidden'} and args['kind'] in NETS and
-                type(args['n_hidden']) is int and 1 <= args['n_hidden'] <= 4096)
+    if arch == 'resnet18': ok = out == 'softmax' and set(args) == {'n_out'} and type(args['n_out']) is int and args['n_out'] == len(classes)
+    else: ok = (out == 'sigmoid' and set(args) == {'kind', 'n_hidden'} and isinstance(args['kind'], str) and
+                args['kind'] in NETS and type(args['n_hidden']) is int and 1 <= args['n_hidden'] <= 4096)
     if not ok: bad(f"arch_args {args} do not fit a {arch} with a {out} output for digits {classes}")
     return meta
+
 
 # %% ../nbs/06_deploy.ipynb #253726e0
 def _first_line(e: BaseException) -> str:
@@ -131,15 +138,17 @@ def _read_model_file(p: Path) -> tuple:
     except Exception as e: raise ValueError(f"{p} is not a readable safetensors file ({_first_line(e)})") from None
     if 'digit_sgd' not in md:
         raise ValueError(f"{p} holds tensors but no description of the network (it was not written by save_model)")
+    for k, t in tensors.items():            # NaN or inf weights answer "0 (nan%)" for every image: refuse them here
+        if t.is_floating_point() and not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
+            raise ValueError(f"{p}: the weights {k} hold {t.numel() - int(torch.isfinite(t).sum())} NaN or infinite numbers")
+        if k.endswith('running_var') and t.is_floating_point() and (t < 0).any():
+            raise ValueError(f"{p}: the batch-norm variances {k} hold negative numbers")
     try: return tensors, _check_meta(json.loads(md['digit_sgd']), str(p))
     except json.JSONDecodeError: raise ValueError(f"{p}: the description in its header is not valid JSON") from None
 
 def _model_file(path) -> Path:
-    "`path` as a `Path` if it is an existing file, else an error that names it"
-    p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"no model file at {p}")
-    if not p.is_file(): raise ValueError(f"not a model file: {p} is a folder")
-    return p
+    "`path` as a `Path` if it is an existing regular file, else an error that names it (a FIFO would block the reader)"
+    return check_in_file(path, 'model file')
 
 def _is_safetensors(p: Path) -> bool:
     "Does `p` start as a safetensors file does: an 8-byte header length that fits the file, then '{'?"
@@ -238,6 +247,8 @@ def load_model(path, unsafe_pickle: bool = False):
 # %% ../nbs/06_deploy.ipynb #2a0fd3ad
 MAX_PIXELS = 64_000_000      # a 64-megapixel photo; PIL itself refuses only above 179 million, after a warning
 
+_SAFE_MODES = {'1', 'L', 'P', 'RGB', 'RGBA', 'LA', 'PA', 'I', 'F', 'I;16', 'I;16L', 'I;16B', 'CMYK', 'YCbCr', 'RGBX'}
+
 def _check_size(im: Image.Image, name) -> None:
     if im.width*im.height > MAX_PIXELS:
         raise ValueError(f"image too large: {name} is {im.width}x{im.height} pixels ({im.width*im.height/1e6:.0f} "
@@ -248,19 +259,19 @@ def _open_image(img) -> Image.Image:
     if isinstance(img, Image.Image): _check_size(img, 'the image'); return img
     if not isinstance(img, (str, os.PathLike)):
         raise TypeError(f"expected a path or a PIL image, got {type(img).__name__}")
-    p = Path(img)
-    if not p.exists(): raise FileNotFoundError(f"no such image file: {p}")
-    if not p.is_file(): raise ValueError(f"not an image file: {p} is a folder")
+    p = check_in_file(img, 'image file')                   # missing, a folder, or a FIFO (which would hang PIL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)    # we check the size ourselves
             with Image.open(p) as im:                                           # the header only, so far
-                _check_size(im, p)
-                im.load()
-                return im
+                if im.width*im.height <= MAX_PIXELS:
+                    im.load()
+                    if im.mode not in _SAFE_MODES: im = im.convert('RGBA')      # an exotic mode: now, or never
     except Image.DecompressionBombError: raise ValueError(f"image too large: {p} (PIL refuses to decode it)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"not an image (PIL cannot read it): {p} ({_first_line(e)})") from None
+    except Exception as e:          # PIL's decoders raise OSError and SyntaxError, but also IndexError, TypeError, ...
+        raise ValueError(f"not an image (PIL cannot read it): {p} ({type(e).__name__}: {_first_line(e)})") from None
+    _check_size(im, p)
+    return im
 
 def _on_background(im: Image.Image) -> Image.Image:
     "`im`, if it has transparency laid on a background that contrasts with its ink (rule 2 of `to_mnist_image`)"
@@ -273,7 +284,7 @@ def _on_background(im: Image.Image) -> Image.Image:
 # %% ../nbs/06_deploy.ipynb #620647f9
 def to_mnist_image(img) -> Image.Image:
     "Any image (path or PIL) as MNIST draws digits: 28x28 gray, white on black, fitted and centred (rules in the docs)"
-    g = _on_background(_open_image(img)).convert('L')                # rules 1 to 3
+    g = gray_image(_on_background(_open_image(img)))                 # rules 1 to 3
     a = np.asarray(g)
     if np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean() > 127: g = ImageOps.invert(g)   # rule 4
     if g.size == (28, 28): return g                                      # rule 5
@@ -294,9 +305,21 @@ def to_mnist_image(img) -> Image.Image:
     return out
 
 # %% ../nbs/06_deploy.ipynb #347ab7a2
+MIN_INK = 3     # pixels of ink (>= 128 of 255) that a 28x28 image needs to hold a digit at all
+
+def _has_ink(im28: Image.Image) -> bool:
+    "Does `im28` (28x28, from `to_mnist_image`) hold a digit: at least `MIN_INK` pixels of ink? The app asks the same"
+    return int((np.asarray(im28) >= 128).sum()) >= MIN_INK
+
 def predict_digits(imgs, model, bs: int = 64) -> list:
-    "`[(digit, probability), ...]` that `model` (a `DigitModel` or a `Learner`) sees in `imgs`, prepared with `to_mnist_image`"
-    return (model if isinstance(model, DigitModel) else DigitModel.from_learner(model)).predict(imgs, bs)
+    "`[(digit, probability), ...]` that `model` (a `DigitModel` or a `Learner`) sees in `imgs`, prepared with `to_mnist_image`; `(None, 0.0)` for an image with no ink (blank, transparent, 1x1)"
+    m = model if isinstance(model, DigitModel) else DigitModel.from_learner(model)
+    ims = [to_mnist_image(o) for o in imgs]
+    res = m.predict(ims, bs)
+    if any(not 0 <= p <= 1 for _, p in res):            # nan: weights that overflow (finite, yet absurd)
+        raise ValueError(f"the model gave no probability (NaN) for {sum(not 0 <= p <= 1 for _, p in res)} of "
+                         f"{len(res)} images: its weights are broken; train it again")
+    return [r if _has_ink(im) else (None, 0.) for r, im in zip(res, ims)]
 
 def predict_digit(img, model) -> tuple:
     "`(digit, probability)` that `model` (a `DigitModel` or a `Learner`) sees in `img` (a path or a PIL image)"
@@ -310,7 +333,11 @@ def seed_learner(path, bs: int = 64, seed: int = 42) -> Learner:
     return vision_learner(dls, resnet18, pretrained=False, loss_func=F.cross_entropy, metrics=accuracy)
 
 def fit_recipe(learn: Learner, epochs: int, lr: float, progress: bool = True, ctx=None) -> dict:
-    "`learn.fit_one_cycle(epochs, lr)`, timed, inside `ctx` (e.g. `distrib_ctx`); a `DivergedError` if it diverged"
+    "`learn.fit_one_cycle(epochs, lr)`, timed, inside `ctx` (e.g. `distrib_ctx`); a `DivergedError` if it diverged, a `NotLearnedError` if it learned nothing"
+    n_train, steps = len(learn.dls.train_ds), len(learn.dls.train)*epochs     # fastai drops a short last batch
+    if steps == 0:
+        raise ValueError(f"no training step would run: a batch size of {learn.dls.train.bs} is more than the {n_train} "
+                         f"training images (fastai drops a short last batch); use a batch size of {n_train} or less")
     t0 = time.perf_counter()
     with (ctx or nullcontext()), (nullcontext() if progress else learn.no_bar()), \
          (nullcontext() if progress else learn.no_logging()):
@@ -318,6 +345,8 @@ def fit_recipe(learn: Learner, epochs: int, lr: float, progress: bool = True, ct
     secs = time.perf_counter() - t0
     valid_loss, acc = (float(v) for v in learn.recorder.values[-1][1:3])
     check_finite(valid_loss, learn.model.parameters(), lr, f"epoch {epochs}")   # a DivergedError, if it diverged
+    check_learned(acc, len(learn.dls.vocab), len(learn.dls.valid_ds), steps, lr,  # a NotLearnedError, if no better
+                  where=f"training ({epochs} epochs of {steps//epochs} steps on {n_train} images)")   # than guessing
     return dict(accuracy=round(acc, 4), valid_loss=round(valid_loss, 4), seconds=round(secs, 1), epochs=epochs,
                 n_train=len(learn.dls.train_ds), n_valid=len(learn.dls.valid_ds), lr=lr, device=str(learn.dls.device))
 
@@ -357,11 +386,17 @@ def fit_digits(epochs: int = 1, out='model.safetensors', n_per_digit: int | None
     return r
 
 # %% ../nbs/06_deploy.ipynb #7792cd55
-def predict_files(files, model_path, unsafe_pickle: bool = False) -> list:
-    "`[(file, digit, probability), ...]` for image `files`, with the model saved at `model_path` (see `load_model`)"
+def predict_files(files, model_path, unsafe_pickle: bool = False, errors: list | None = None) -> list:
+    "`[(file, digit, probability), ...]` for image `files`, with the model saved at `model_path` (see `load_model`). A bad file raises, unless `errors` is a list: then it gets `(file, message)` there, and the other files are still read"
     files = [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
     if not files: raise ValueError("no image files given")
-    for f in files:
-        if not f.exists(): raise FileNotFoundError(f"no such image file: {f}")
+    if errors is None:
+        for f in files: check_in_file(f, 'image file')      # every name checked before the model loads
     model = load_model(model_path, unsafe_pickle=unsafe_pickle)
-    return [(str(f), d, p) for f, (d, p) in zip(files, predict_digits(files, model))]
+    if errors is None: return [(str(f), d, p) for f, (d, p) in zip(files, predict_digits(files, model))]
+    good = []
+    for f in files:
+        try: good.append((f, to_mnist_image(f)))
+        except (ValueError, OSError) as e: errors.append((str(f), _first_line(e)))
+    return [(str(f), d, p) for (f, _), (d, p) in zip(good, predict_digits([im for _, im in good], model) if good else [])]
+

@@ -9,7 +9,7 @@ from .checks import check_count, check_lr
 import torch
 from torch import Tensor
 from .gd import check_finite
-from .classifier import linear1, mnist_loss, model_accuracy, check_targets
+from .classifier import linear1, mnist_loss, model_accuracy, check_targets, _check_inputs
 from .sgd import train_epoch
 from .profiling import PhaseClock, FastLoader
 from .checks import sync
@@ -62,6 +62,7 @@ def _check_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs:
     "`train_sgd_fast`'s checks of its arguments: `epochs` and `bs` as ints, and whether to use the hand gradient"
     check_lr(lr); epochs = check_count(epochs, 'epochs'); bs = check_count(bs, 'batch size')
     if x.ndim != 2 or len(x) == 0: raise ValueError(f"x must be a non-empty batch of rows [N, n_in], got {list(x.shape)}")
+    _check_inputs(x, params)                      # floats of the parameters' dtype (a type error names the fix)
     if y.shape != (len(x), 1): raise ValueError(f"y must be [N, 1] with N = {len(x)} rows of x, got {list(y.shape)}")
     if loss_func is mnist_loss: check_targets(y)
     if grad not in ('auto', 'hand', 'autograd'):
@@ -69,7 +70,12 @@ def _check_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs:
     can_hand = model is linear1 and loss_func is mnist_loss
     if grad == 'hand' and not can_hand: raise ValueError("grad='hand' needs model=linear1 and loss_func=mnist_loss")
     if can_hand and grad != 'autograd': _check_linear(params, x.shape[1])
-    return epochs, bs, can_hand and grad != 'autograd'
+    # The hand gradient keeps lr/bs in x's dtype (c = lr*g/bs) and divides by it for the loss. Below about 1e-35 in
+    # float32 that number is denormal or 0, so for such (useless) learning rates autograd's path runs instead, which
+    # computes the loss exactly and lets the caller say that lr is too small (not that training diverged).
+    tiny = lr/bs < torch.finfo(x.dtype).tiny*1e3
+    if grad == 'hand' and tiny: raise ValueError(f"grad='hand' cannot hold lr/bs = {lr/bs:g} in {x.dtype}: use grad='auto'")
+    return epochs, bs, can_hand and grad != 'autograd' and not tiny
 
 def _hand_setup(x: Tensor, y: Tensor, lr: float, bs: int) -> tuple:
     "For `_hand_epoch`: the number of 1 labels, the labels as lr*g/bs (-lr/bs for 1, lr/bs for 0), and the buffers"
@@ -94,7 +100,7 @@ def train_sgd_fast(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, 
                 loss = (n_pos + gsum.item())/len(x)                          # mean of 1-s (label 1) and s (label 0)
             else: loss = train_epoch(model, params, dl, lr, loss_func)
             sync(x.device); secs += time.perf_counter() - t0
-            check_finite(loss, params, lr, f"epoch {epoch}")          # one check per epoch: stop if it diverged
+            check_finite(loss, params, lr, f"epoch {epoch}", x)       # one check per epoch: stop if it diverged
             hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
             hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))
     return hist

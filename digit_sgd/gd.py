@@ -63,13 +63,21 @@ class DivergedError(ValueError):
 
 BLOWN_UP = 1e20       # no sensible parameter of these models is anywhere near this size
 
-def check_finite(loss: float, params: Sequence[Tensor], lr: float, where: str) -> None:
-    "Raise `DivergedError` if `loss` or any of `params` is not finite (or has blown up past `BLOWN_UP`)"
+def _check_data(data, where: str) -> None:
+    "A `ValueError` if the training data `data` (a tensor, or None) holds NaN or infinite numbers: then no lr is to blame"
+    if data is None or not data.is_floating_point(): return
+    bad = data.numel() - torch.isfinite(data).sum().item()        # only after a failure: a full pass over the data
+    if bad: raise ValueError(f"training stopped at {where}: the data holds {bad:,} NaN or infinite values; fix the data "
+                             f"(no learning rate can)")
+
+def check_finite(loss: float, params: Sequence[Tensor], lr: float, where: str, data: Tensor | None = None) -> None:
+    "Raise `DivergedError` if `loss` or any of `params` is not finite (or has blown up past `BLOWN_UP`); a `ValueError` instead if the training `data` holds NaN or infinite numbers"
     if not math.isfinite(loss): problem = f"the loss is {loss}"
     else:
         with torch.no_grad(): big = max((p.detach().abs().max().item() for p in params if p.numel()), default=0.)
         if math.isfinite(big) and big <= BLOWN_UP: return
         problem = f"the parameters have {'blown up to ' + format(big, '.3g') if math.isfinite(big) else 'become ' + str(big)}"
+    _check_data(data, where)                                      # bad numbers in, bad numbers out: not divergence
     raise DivergedError(f"training diverged at {where}: {problem} (lr {lr:g}); try a smaller learning rate")
 
 # %% ../nbs/01_gradient_descent.ipynb #29d26d90
@@ -96,7 +104,7 @@ def gradient_descent(f: Callable, params: Sequence[Tensor], x: Tensor, y: Tensor
         loss.backward()
         gd_step(params, lr)
         l = loss.item()
-        if stop_if_diverged: check_finite(l, params, lr, f"step {i+1}")
+        if stop_if_diverged: check_finite(l, params, lr, f"step {i+1}", x)
         if i % record_every == 0: losses.append(l)
     return params, losses
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_parallel_fit.ipynb #741c23d7
 from __future__ import annotations
-import argparse, atexit, json, os, re, signal, subprocess, sys, tempfile, threading, time, warnings
+import argparse, atexit, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time, warnings
 from datetime import timedelta
 from pathlib import Path
 from .data import mnist_path   # first: it silences fastai's torch.jit warning, in workers too
@@ -63,16 +63,19 @@ def _failure(out: str, rc: int, nproc: int) -> str:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     "End `proc`, its process group and all its descendants (torchrun starts each worker in a session of its own)"
-    kids = []
-    if psutil is not None:
-        try: kids = psutil.Process(proc.pid).children(recursive=True)     # before they lose their parent
-        except psutil.Error: pass
-    try: os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError): pass
-    for k in kids:
-        try: k.kill()
-        except psutil.Error: pass
-    proc.wait()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})   # a second Ctrl-C waits for this
+    try:
+        kids = []
+        if psutil is not None:
+            try: kids = psutil.Process(proc.pid).children(recursive=True)     # before they lose their parent
+            except psutil.Error: pass
+        try: os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError): pass
+        for k in kids:
+            try: k.kill()
+            except psutil.Error: pass
+        proc.wait()
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 def launch_workers(args: list, nproc: int, port: int | None = None, env: dict | None = None, echo: bool = False,
                    timeout: float | None = None) -> str:
@@ -81,26 +84,35 @@ def launch_workers(args: list, nproc: int, port: int | None = None, env: dict | 
     if timeout is not None: timeout = check_lr(timeout, 'timeout')
     if port is not None and port_in_use(check_count(port, 'port')):
         raise ValueError(f"port {port} on 127.0.0.1 is in use: pick another, or leave port=None for a free one")
+    # torchrun's log folder (by default a torchelastic_* folder it leaves behind even when all went well): one of
+    # ours, removed after the run, whatever happened. (Not TMPDIR: a longer temporary path can pass the 107 characters
+    # of a Unix socket's name, and a DataLoader's workers then lose their batches and wait forever.)
+    logs = tempfile.mkdtemp(prefix='torchrun_logs_')
+    try: return _launch(args, nproc, port, env, echo, timeout, logs)
+    finally: shutil.rmtree(logs, ignore_errors=True)
+
+def _launch(args, nproc, port, env, echo, timeout, logs) -> str:
+    "`launch_workers` once its arguments are checked, with torchrun's log folder `logs`"
     e = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), **(env or {})}
     if nproc > torch.cuda.device_count(): e.update(ACCELERATE_USE_CPU='1', CUDA_VISIBLE_DEVICES='')  # gloo, no GPU shared
     for attempt in range(2 if port is None else 1):          # a free port may be taken before torchrun binds it
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1', f'--nproc-per-node={nproc}',
-               '--master-addr=127.0.0.1', f'--master-port={port or free_port()}', '--max-restarts=0', *map(str, args)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e,
-                                start_new_session=True)
-        fired = threading.Event()
-        def stop(): fired.set(); _kill_group(proc)
-        timer = threading.Timer(timeout, stop) if timeout else None
-        if timer: timer.start()
-        lines = []
+               '--master-addr=127.0.0.1', f'--master-port={port or free_port()}', '--max-restarts=0', f'--log-dir={logs}',
+               *map(str, args)]
+        proc, timer, fired, lines = None, None, threading.Event(), []
         try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e,
+                                    start_new_session=True)
+            if timeout:
+                timer = threading.Timer(timeout, lambda: (fired.set(), _kill_group(proc)))
+                timer.start()
             for line in proc.stdout:
                 lines.append(line)
                 if echo: print(line, end='', flush=True)
             rc = proc.wait()
-        finally:
+        finally:                                              # also on Ctrl-C and SIGTERM (the CLI raises it)
             if timer: timer.cancel()
-            _kill_group(proc)                                 # nothing it started outlives it
+            if proc is not None: _kill_group(proc)            # nothing it started outlives it
         out = ''.join(lines)
         if fired.is_set():
             raise RuntimeError(f"parallel run stopped after the {timeout:g} s time limit ({nproc} workers)")
@@ -122,7 +134,7 @@ def init_workers(timeout: float = 300.) -> tuple:
     return dist.get_rank(), dist.get_world_size()
 
 def _leave_group() -> None:
-    "At exit, leave the process group, so that its threads end before the interpreter (else: SIGABRT at exit)"
+    "Leave the process group, so that gloo's threads end before the interpreter does (else: SIGABRT at exit, issue #22)"
     if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/12_parallel_fit.ipynb #8749c18e
@@ -132,49 +144,55 @@ class _Die(Callback):
 
 def fit_worker(epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None, bs: int = 64, lr: float = 0.1,
                seed: int = 42, progress: bool = True, timeout: float = 300., result: str | None = None,
-               kill_rank: int | None = None) -> dict:
-    "One worker of `fit_digits_parallel` (started by torchrun): `fit_digits`'s recipe in `distrib_ctx`; rank 0 saves"
+               kill_rank: int | None = None, n_valid: int | None = None, tmp_dir: str | None = None) -> dict:
+    "One worker of `fit_digits_parallel` (started by torchrun): `fit_digits`'s recipe in `distrib_ctx`; rank 0 saves. Its images go in `tmp_dir` (the launcher's, which it removes even if this worker is killed)"
     rank, world = init_workers(timeout)
-    if bs < world: raise ValueError(f"batch size {bs} is smaller than the {world} workers: each needs at least one image")
-    with tempfile.TemporaryDirectory(prefix=f'mnist_subset_r{rank}_') as tmp:
-        path = rank0_first(mnist_path) if n_per_digit is None else mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist')
-        learn = seed_learner(path, bs//world, seed)
-        if kill_rank == rank: learn.add_cb(_Die())
-        # SyncBatchNorm: GPUs only, and `save_model` rebuilds plain BatchNorm2d
-        r = fit_recipe(learn, epochs, lr, progress=progress and rank == 0, ctx=learn.distrib_ctx(sync_bn=False))
-        r.update(path=str(out), bs=bs//world*world, seed=seed, nproc=world)
-        if rank == 0:
-            save_model(learn, out, info={k: r[k] for k in ('accuracy', 'epochs', 'n_train', 'n_valid', 'bs', 'lr', 'seed', 'nproc')})
-            if result: Path(result).write_text(json.dumps(r))
-    dist.barrier()                                            # no rank leaves before rank 0 has saved
-    dist.destroy_process_group()
+    try:
+        if bs < world: raise ValueError(f"batch size {bs} is smaller than the {world} workers: each needs at least one image")
+        with tempfile.TemporaryDirectory(prefix=f'mnist_subset_r{rank}_', dir=tmp_dir) as tmp:
+            path = (rank0_first(mnist_path) if n_per_digit is None else
+                    mnist_subset(n_per_digit, seed, dest=Path(tmp)/'mnist', n_valid=n_valid))
+            learn = seed_learner(path, bs//world, seed)
+            if kill_rank == rank: learn.add_cb(_Die())
+            # SyncBatchNorm: GPUs only, and `save_model` rebuilds plain BatchNorm2d
+            r = fit_recipe(learn, epochs, lr, progress=progress and rank == 0, ctx=learn.distrib_ctx(sync_bn=False))
+            r.update(path=str(out), bs=bs//world*world, seed=seed, nproc=world)
+            if rank == 0:
+                save_model(learn, out, info={k: r[k] for k in ('accuracy', 'epochs', 'n_train', 'n_valid', 'bs', 'lr', 'seed', 'nproc')})
+                if result: Path(result).write_text(json.dumps(r))
+        dist.barrier()                                        # no rank leaves before rank 0 has saved
+    finally: _leave_group()                                   # gloo's threads end here, not while Python shuts down
     return r
 
 # %% ../nbs/12_parallel_fit.ipynb #aa917b9e
-def _worker_args(epochs, out, n_per_digit, bs, lr, seed, progress, timeout, result) -> list:
+def _worker_args(epochs, out, n_per_digit, bs, lr, seed, progress, timeout, result, n_valid=None, tmp_dir=None) -> list:
     "The command line of `python -m digit_sgd.parallel_fit` for these `fit_worker` arguments"
     return (['-m', 'digit_sgd.parallel_fit', '--epochs', epochs, '--out', out, '--bs', bs, '--lr', repr(lr), '--seed', seed,
              '--timeout', timeout, '--result', result] + (['--n-per-digit', n_per_digit] if n_per_digit else [])
+            + (['--n-valid', n_valid] if n_valid else []) + (['--tmp-dir', tmp_dir] if tmp_dir else [])
             + ([] if progress else ['--no-progress']))
 
 def fit_digits_parallel(nproc: int, epochs: int = 1, out='model.safetensors', n_per_digit: int | None = None,
                         bs: int = 64, lr: float = 0.1, seed: int = 42, progress: bool = True, timeout: float = 300.,
-                        overwrite: bool = False) -> dict:
-    "`fit_digits` on `nproc` processes (torchrun, `distrib_ctx`; a batch of `bs` split over them); `timeout`: s a worker waits for the others"
+                        overwrite: bool = False, n_valid: int | None = None) -> dict:
+    "`fit_digits` on `nproc` processes (torchrun, `distrib_ctx`; a batch of `bs` split over them; `n_valid` testing images per digit with `n_per_digit`); `timeout`: s a worker waits for the others"
     nproc, epochs, bs, lr = check_nproc(nproc, gpus=False), check_count(epochs, 'epochs'), check_count(bs, 'batch size'), check_lr(lr)
     timeout = check_lr(timeout, 'timeout')
     if n_per_digit is not None: check_count(n_per_digit, 'n_per_digit')
+    if n_valid is not None:
+        check_count(n_valid, 'n_valid')
+        if n_per_digit is None: raise ValueError("n_valid needs n_per_digit: without it the run validates on all of MNIST's testing images")
     out = check_new_file(out, '.safetensors', overwrite)      # before the training; an existing file only if `overwrite`
     if nproc == 1:
         return {**fit_digits(epochs=epochs, out=out, n_per_digit=n_per_digit, bs=bs, lr=lr, seed=seed, progress=progress,
-                             overwrite=overwrite), 'nproc': 1}
+                             n_valid=n_valid, overwrite=overwrite), 'nproc': 1}
     if bs < nproc: raise ValueError(f"batch size {bs} is smaller than nproc={nproc}: each worker needs at least one image")
     part = temp_beside(out)                                   # rank 0 saves here; renamed to `out` once all went well
     try:
         with tempfile.TemporaryDirectory(prefix='fit_parallel_') as tmp:
             result = Path(tmp)/'result.json'
             t0 = time.perf_counter()
-            launch_workers(_worker_args(epochs, part.resolve(), n_per_digit, bs, lr, seed, progress, timeout, result),
+            launch_workers(_worker_args(epochs, part.resolve(), n_per_digit, bs, lr, seed, progress, timeout, result, n_valid, tmp),
                            nproc, echo=progress)
             if not result.exists(): raise RuntimeError("parallel run failed: rank 0 finished without writing its result")
             r = json.loads(result.read_text())
@@ -187,10 +205,12 @@ def main(argv: list | None = None) -> dict:
     "The worker entry point: `torchrun ... -m digit_sgd.parallel_fit --epochs 1 --out model.safetensors ...`"
     p = argparse.ArgumentParser(prog='python -m digit_sgd.parallel_fit', description=fit_worker.__doc__)
     p.add_argument('--epochs', type=int, default=1); p.add_argument('--out', default='model.safetensors')
-    p.add_argument('--n-per-digit', type=int, default=None); p.add_argument('--bs', type=int, default=64)
+    p.add_argument('--n-per-digit', type=int, default=None); p.add_argument('--n-valid', type=int, default=None)
+    p.add_argument('--bs', type=int, default=64)
     p.add_argument('--lr', type=float, default=0.1); p.add_argument('--seed', type=int, default=42)
     p.add_argument('--no-progress', dest='progress', action='store_false')
     p.add_argument('--timeout', type=float, default=300.); p.add_argument('--result', default=None)
+    p.add_argument('--tmp-dir', default=None, help=argparse.SUPPRESS)
     p.add_argument('--kill-rank', type=int, default=None, help=argparse.SUPPRESS)
     return fit_worker(**vars(p.parse_args(argv)))
 

@@ -4,14 +4,14 @@
 
 # %% ../nbs/03_sgd.ipynb #09e7d172
 from __future__ import annotations
-import time
+import math, time
 import torch
 from torch import Tensor
-from .checks import check_count
+from .checks import check_count, check_learned
 from fastai.data.load import DataLoader
 from fastai.torch_core import default_device
 from .gd import gd_step, check_finite
-from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, model_accuracy, train_gd, check_targets
+from .classifier import INIT_STD, init_linear, init_simple_net, linear1, simple_net, mnist_loss, batch_accuracy, model_accuracy, train_gd, check_targets, _check_inputs
 from .checks import check_lr
 from .classifier import pair_data, seeded_params
 from typing import Callable
@@ -56,7 +56,7 @@ def sgd_loader(x: Tensor, y: Tensor, bs: int, shuffle: bool = True) -> DataLoade
 def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: int = 256,
               valid: tuple | None = None, loss_func: Callable = mnist_loss) -> dict:
     "SGD with mini-batches of `bs` for `epochs`; returns the history: epoch, loss, valid_acc, seconds"
-    check_lr(lr); epochs = check_count(epochs, 'epochs')
+    check_lr(lr); epochs = check_count(epochs, 'epochs'); _check_inputs(x, params)
     if loss_func is mnist_loss: check_targets(y)
     dl = sgd_loader(x, y, bs)
     hist = dict(epoch=[], loss=[], valid_acc=[], seconds=[])
@@ -65,7 +65,7 @@ def train_sgd(model, params, x: Tensor, y: Tensor, lr: float, epochs: int, bs: i
         t0 = time.perf_counter()
         loss = train_epoch(model, params, dl, lr, loss_func)
         secs += time.perf_counter() - t0
-        check_finite(loss, params, lr, f"epoch {epoch}")              # stop, loudly, instead of training on nan
+        check_finite(loss, params, lr, f"epoch {epoch}", x)           # stop, loudly, instead of training on nan
         hist['epoch'].append(epoch); hist['loss'].append(loss); hist['seconds'].append(secs)
         hist['valid_acc'].append(model_accuracy(model, params, *valid) if valid else float('nan'))
     return hist
@@ -87,7 +87,11 @@ def train_digits(digits=(5, 4), model: str = 'linear', method: str = 'sgd', epoc
     valid = (vx, vy)
     init, f = MODELS[model]
     params = seeded_params(init, seed, device, std=std)
+    with torch.no_grad(): start = mnist_loss(f(x, params), y).item()           # the loss before any step
     if method == 'gd': h = train_gd(f, params, x, y, lr=lr, epochs=epochs, valid=valid)
     else:              h = sgd(f, params, x, y, lr=lr, epochs=epochs, bs=bs, valid=valid)
+    steps = epochs if method == 'gd' else epochs*math.ceil(len(x)/bs)
+    check_learned(h['valid_acc'][-1], 2, len(vx), steps, lr, (start, h['loss'][-1]),   # or a NotLearnedError
+                  where=f"{method} on {digits[0]}s vs {digits[1]}s")
     return dict(digits=list(digits), model=model, method=method, epochs=epochs, bs=len(x) if method == 'gd' else bs,
                 lr=lr, seed=seed, seconds=round(h['seconds'][-1], 4), valid_accuracy=round(h['valid_acc'][-1], 4))

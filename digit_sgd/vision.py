@@ -15,13 +15,14 @@ __all__ = ['subset_indices', 'mnist_subset']
 
 # %% ../nbs/05_vision_learner.ipynb #c23365fd
 def subset_indices(n_per_digit: int, n_valid: int | None = None, seed: int = 42) -> dict:
-    "Per split, per digit, the sorted positions (in file-name order) of `n_per_digit` seeded random images (`n_valid` in `testing`)"
-    n_valid = n_per_digit if n_valid is None else n_valid
-    sizes = {'training': check_count(n_per_digit, 'images per digit'), 'testing': check_count(n_valid, 'images per digit')}
+    "Per split, per digit, the sorted positions (in file-name order) of `n_per_digit` seeded random images (`n_valid` in `testing`: by default as many, or all of the rarest testing digit's if fewer)"
+    n_train = check_count(n_per_digit, 'images per digit')
+    n_valid = min(n_train, min(MNIST_COUNTS['testing'])) if n_valid is None else n_valid   # 1000 per digit: 892 to test
+    sizes = {'training': n_train, 'testing': check_count(n_valid, 'images per digit')}
     for split, n in sizes.items():
         if n > min(MNIST_COUNTS[split]):
             raise ValueError(f"MNIST {split} has only {min(MNIST_COUNTS[split])} images of its rarest digit, "
-                             f"asked for {n} per digit")
+                             f"asked for {n} per digit" + (" (n_valid)" if split == 'testing' else ''))
     rng = random.Random(seed)
     return {split: [sorted(rng.sample(range(MNIST_COUNTS[split][d]), n)) for d in range(10)] for split, n in sizes.items()}
 
